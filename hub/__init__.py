@@ -1,0 +1,1 @@
+"""GridHub: the information-sharing hub for community grid governance."""

@@ -1,0 +1,1 @@
+"""The GraphQL layer: strawberry types, resolvers and loaders over the domain services."""

@@ -1,0 +1,116 @@
+"""GraphQL filter inputs and their translation into the domain services' filters."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import strawberry
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.api.types.events import EventCategory, EventStatus, Severity
+from hub.api.types.feedback import FeedbackKind, FeedbackStatus
+from hub.api.types.notices import NoticeStatus
+from hub.api.types.residents import Gender
+from hub.departments import service as departments
+from hub.errors import BadUserInput
+from hub.events import service as events
+from hub.grids import service as grids
+from hub.residents import service as residents
+
+
+async def grid_ids(session: AsyncSession, code: str | None) -> Select[tuple[int]] | None:
+    return None if code is None else await grids.subtree_ids(session, code=code)
+
+
+@strawberry.input
+class GridFilter:
+    level: str | None = None
+    in_grid: str | None = strawberry.field(default=None, description="This grid and all below.")
+    parent_code: str | None = None
+
+
+@strawberry.input
+class ResidentFilter:
+    in_grid: str | None = strawberry.field(default=None, description="This grid and all below.")
+    tag: str | None = None
+    gender: Gender | None = None
+    born_after: date | None = strawberry.field(default=None, description="Inclusive.")
+    born_before: date | None = strawberry.field(default=None, description="Exclusive.")
+    household_code: str | None = None
+    id_number: str | None = None
+
+
+@strawberry.input
+class EventFilter:
+    in_grid: str | None = strawberry.field(default=None, description="This grid and all below.")
+    status: list[EventStatus] | None = None  # type: ignore[valid-type]
+    category: list[EventCategory] | None = None
+    severity: list[Severity] | None = None
+    department_code: str | None = None
+    reported_after: datetime | None = strawberry.field(default=None, description="Inclusive.")
+    reported_before: datetime | None = strawberry.field(default=None, description="Exclusive.")
+    overdue: bool | None = strawberry.field(
+        default=None, description="true: only open events past their deadline."
+    )
+
+
+async def event_filter(session: AsyncSession, given: EventFilter | None) -> events.EventFilter:
+    if given is None:
+        return events.EventFilter()
+    department_id = None
+    if given.department_code is not None:
+        department_id = (await departments.resolve_code(session, code=given.department_code)).id
+    if given.overdue is False:
+        raise BadUserInput("overdue filter takes only true", field="overdue")
+    return events.EventFilter(
+        grid_ids=await grid_ids(session, given.in_grid),
+        statuses=tuple(s.value for s in given.status or ()),
+        categories=tuple(c.value for c in given.category or ()),
+        severities=tuple(s.value for s in given.severity or ()),
+        department_id=department_id,
+        reported_after=given.reported_after,
+        reported_before=given.reported_before,
+        overdue_at=datetime.now().astimezone() if given.overdue else None,
+    )
+
+
+async def resident_filter(
+    session: AsyncSession, given: ResidentFilter | None
+) -> residents.ResidentFilter:
+    if given is None:
+        return residents.ResidentFilter()
+    return residents.ResidentFilter(
+        grid_ids=await grid_ids(session, given.in_grid),
+        tag=given.tag,
+        gender=given.gender.value if given.gender else None,
+        born_after=given.born_after,
+        born_before=given.born_before,
+        household_code=given.household_code,
+        id_number=given.id_number,
+    )
+
+
+@strawberry.input
+class NoticeFilter:
+    status: list[NoticeStatus] | None = None
+    in_grid: str | None = strawberry.field(
+        default=None, description="Notices addressed to this grid or any grid below it."
+    )
+    department_code: str | None = None
+
+
+@strawberry.input
+class FeedbackFilter:
+    status: list[FeedbackStatus] | None = None
+    kind: list[FeedbackKind] | None = None
+    in_grid: str | None = None
+
+
+@strawberry.input
+class MemberFilter:
+    in_grid: str | None = strawberry.field(
+        default=None, description="Members responsible for this grid or any grid below it."
+    )
+    department_code: str | None = None
+    is_party_member: bool | None = None

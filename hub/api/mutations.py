@@ -1,0 +1,243 @@
+"""Write side. Each mutation is one unit of work; event changes are published after commit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from hub.api.context import Info
+from hub.api.ids import pk_of
+from hub.api.types.common import CoordinatesInput
+from hub.api.types.events import EventCategory, EventTransitionType, EventType, Severity
+from hub.api.types.feedback import FeedbackKind, FeedbackType
+from hub.api.types.notices import NoticeType
+from hub.api.types.residents import ResidentType
+from hub.events import service as events
+from hub.events.changes import EventChange
+from hub.events.states import Action
+from hub.feedback import service as feedback
+from hub.models import Event
+from hub.notices import service as notices
+from hub.residents import service as residents
+
+
+@strawberry.input
+class ReportEventInput:
+    category: EventCategory
+    title: str
+    grid_code: str
+    severity: Severity = Severity.MEDIUM
+    description: str = ""
+    location: CoordinatesInput | None = None
+    deadline: datetime | None = None
+    reporter_member_id: strawberry.ID | None = None
+    reporter_resident_id: strawberry.ID | None = None
+    reporter_system: str | None = strawberry.field(
+        default=None, description="Name of the external system, e.g. 12345-hotline."
+    )
+
+
+@strawberry.input
+class ResidentInput:
+    name: str | None = None
+    id_number: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    household_code: str | None = None
+    grid_code: str | None = None
+    tags: list[str] | None = None
+    health_notes: str | None = None
+
+    def changes(self) -> residents.ResidentChanges:
+        return residents.ResidentChanges(
+            name=self.name,
+            id_number=self.id_number,
+            phone=self.phone,
+            address=self.address,
+            household_code=self.household_code,
+            grid_code=self.grid_code,
+            tags=self.tags,
+            health_notes=self.health_notes,
+        )
+
+
+@strawberry.input
+class CreateNoticeInput:
+    title: str
+    body: str = strawberry.field(description="Markdown.")
+    department_code: str
+    grid_codes: list[str]
+
+
+@strawberry.input
+class SubmitFeedbackInput:
+    kind: FeedbackKind
+    content: str
+    grid_code: str | None = None
+
+
+async def _transition(
+    info: Info,
+    id: str,
+    action: Action,
+    *,
+    note: str = "",
+    department_code: str | None = None,
+    deadline: datetime | None = None,
+) -> Event:
+    context = info.context
+    async with context.db.transaction() as session:
+        event = await events.transition(
+            session,
+            event_id=pk_of(id, "Event"),
+            action=action,
+            actor=context.access.actor(),
+            note=note,
+            department_code=department_code,
+            deadline=deadline,
+        )
+        change = EventChange.of(event, action.value)
+    await context.broker.publish(change)
+    return event
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Report a new event; it starts as REPORTED.")
+    async def report_event(self, info: Info, input: ReportEventInput) -> EventType:
+        context = info.context
+        report = events.EventReport(
+            category=input.category.value,
+            title=input.title,
+            grid_code=input.grid_code,
+            severity=input.severity.value,
+            description=input.description,
+            location=events.Location(
+                input.location.lng, input.location.lat, input.location.system.value
+            )
+            if input.location
+            else None,
+            deadline=input.deadline,
+            reporter_member_id=pk_of(input.reporter_member_id, "Member", field="reporterMemberId")
+            if input.reporter_member_id
+            else None,
+            reporter_resident_id=pk_of(
+                input.reporter_resident_id, "Resident", field="reporterResidentId"
+            )
+            if input.reporter_resident_id
+            else None,
+            reporter_system=input.reporter_system,
+        )
+        async with context.db.transaction() as session:
+            event = await events.report(session, report=report, actor=context.access.actor())
+            change = EventChange.of(event, Action.REPORT.value)
+        await context.broker.publish(change)
+        return event  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def accept_event(self, info: Info, id: strawberry.ID, note: str = "") -> EventType:
+        return await _transition(info, id, Action.ACCEPT, note=note)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Hand the event to a department (again, to re-dispatch).")
+    async def dispatch_event(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        department_code: str,
+        deadline: datetime | None = None,
+        note: str = "",
+    ) -> EventType:
+        return await _transition(  # type: ignore[return-value]
+            info, id, Action.DISPATCH, note=note, department_code=department_code, deadline=deadline
+        )
+
+    @strawberry.mutation
+    async def start_event(self, info: Info, id: strawberry.ID, note: str = "") -> EventType:
+        return await _transition(info, id, Action.START, note=note)  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def resolve_event(self, info: Info, id: strawberry.ID, note: str = "") -> EventType:
+        return await _transition(info, id, Action.RESOLVE, note=note)  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def close_event(self, info: Info, id: strawberry.ID, note: str = "") -> EventType:
+        return await _transition(info, id, Action.CLOSE, note=note)  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def reject_event(self, info: Info, id: strawberry.ID, reason: str) -> EventType:
+        return await _transition(info, id, Action.REJECT, note=reason)  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def reopen_event(self, info: Info, id: strawberry.ID, reason: str) -> EventType:
+        return await _transition(info, id, Action.REOPEN, note=reason)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Add a note to an event's timeline without changing status.")
+    async def add_event_note(self, info: Info, id: strawberry.ID, note: str) -> EventTransitionType:
+        context = info.context
+        async with context.db.transaction() as session:
+            line = await events.add_note(
+                session, event_id=pk_of(id, "Event"), actor=context.access.actor(), note=note
+            )
+        return line  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def create_notice(self, info: Info, input: CreateNoticeInput) -> NoticeType:
+        async with info.context.db.transaction() as session:
+            notice = await notices.create(
+                session,
+                title=input.title,
+                body=input.body,
+                department_code=input.department_code,
+                grid_codes=input.grid_codes,
+            )
+        return notice  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def publish_notice(self, info: Info, id: strawberry.ID) -> NoticeType:
+        async with info.context.db.transaction() as session:
+            notice = await notices.publish(session, notice_id=pk_of(id, "Notice"))
+        return notice  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def retract_notice(self, info: Info, id: strawberry.ID) -> NoticeType:
+        async with info.context.db.transaction() as session:
+            notice = await notices.retract(session, notice_id=pk_of(id, "Notice"))
+        return notice  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Submit a suggestion or complaint; returns its tracking code.")
+    async def submit_feedback(self, info: Info, input: SubmitFeedbackInput) -> FeedbackType:
+        async with info.context.db.transaction() as session:
+            item = await feedback.submit(
+                session, kind=input.kind.value, content=input.content, grid_code=input.grid_code
+            )
+        return item  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def respond_to_feedback(
+        self, info: Info, tracking_code: str, response: str, department_code: str
+    ) -> FeedbackType:
+        async with info.context.db.transaction() as session:
+            item = await feedback.respond(
+                session,
+                tracking_code=tracking_code,
+                response=response,
+                department_code=department_code,
+            )
+        return item  # type: ignore[return-value]
+
+    @strawberry.mutation
+    async def create_resident(self, info: Info, input: ResidentInput) -> ResidentType:
+        async with info.context.db.transaction() as session:
+            resident = await residents.create(session, changes=input.changes())
+        return resident  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change the given fields; omitted fields stay as they are.")
+    async def update_resident(
+        self, info: Info, id: strawberry.ID, input: ResidentInput
+    ) -> ResidentType:
+        async with info.context.db.transaction() as session:
+            resident = await residents.update(
+                session, resident_id=pk_of(id, "Resident"), changes=input.changes()
+            )
+        return resident  # type: ignore[return-value]

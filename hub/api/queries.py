@@ -1,0 +1,451 @@
+"""Read side: lookups by id or code, keyset-paginated lists with filters and orderings."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub import models
+from hub.api.context import Info
+from hub.api.ids import parse_global_id, pk_of
+from hub.api.filters import (
+    EventFilter,
+    FeedbackFilter,
+    GridFilter,
+    MemberFilter,
+    NoticeFilter,
+    ResidentFilter,
+    event_filter,
+    grid_ids,
+    resident_filter,
+)
+from hub.api.types.common import Connection, Node, SortDirection, paginate
+from hub.api.types.events import EventCategory, EventStatus, EventType, Severity
+from hub.api.types.feedback import FeedbackKind, FeedbackStatus, FeedbackType
+from hub.api.types.notices import NoticeStatus, NoticeType
+from hub.api.types.org import DepartmentType, GridType, MemberType
+from hub.api.types.residents import Gender, ResidentType
+from hub.api.types.stats import Stats
+from hub.departments import service as departments
+from hub.errors import BadUserInput, NotFound
+from hub.events import service as events
+from hub.feedback import service as feedback
+from hub.grids import service as grids
+from hub.members import service as members
+from hub.notices import service as notices
+from hub.pagination import SortKey, date_key, datetime_key
+from hub.residents import service as residents
+
+NODE_MODELS: dict[str, type[Any]] = {
+    "Grid": models.Grid,
+    "Department": models.Department,
+    "Member": models.Member,
+    "Resident": models.Resident,
+    "Event": models.Event,
+    "Notice": models.Notice,
+    "Feedback": models.Feedback,
+}
+
+
+async def fetch_one(info: Info, model: type[Any], condition: Any, what: str) -> Any:
+    """One row through the viewer's scope; out of scope is NOT_FOUND, exactly like missing."""
+    statement = info.context.access.rows(select(model).where(condition), model)
+    async with info.context.db.reader() as session:
+        row = await session.scalar(statement)
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row
+
+
+def one_lookup(**given: object) -> None:
+    named = [name for name, value in given.items() if value is not None]
+    if len(named) != 1:
+        raise BadUserInput(f"pass exactly one of {', '.join(given)}", field=next(iter(given)))
+
+
+# --- grids ------------------------------------------------------------------------------------
+
+
+@strawberry.enum
+class GridSortField(Enum):
+    PATH = "path"
+    CODE = "code"
+
+
+@strawberry.input
+class GridOrder:
+    field: GridSortField = GridSortField.PATH
+    direction: SortDirection = SortDirection.ASC
+
+
+GRID_KEYS = {
+    GridSortField.PATH: SortKey("PATH", models.Grid.path),
+    GridSortField.CODE: SortKey("CODE", models.Grid.code),
+}
+
+# --- residents --------------------------------------------------------------------------------
+
+
+@strawberry.enum
+class ResidentSortField(Enum):
+    ID = "id"
+    NAME = "name"
+    BIRTH_DATE = "birth_date"
+    UPDATED_AT = "updated_at"
+
+
+@strawberry.input
+class ResidentOrder:
+    field: ResidentSortField = ResidentSortField.ID
+    direction: SortDirection = SortDirection.ASC
+
+
+RESIDENT_KEYS = {
+    ResidentSortField.ID: SortKey("ID", models.Resident.id),
+    ResidentSortField.NAME: SortKey("NAME", models.Resident.name),
+    ResidentSortField.BIRTH_DATE: date_key("BIRTH_DATE", models.Resident.birth_date),
+    ResidentSortField.UPDATED_AT: datetime_key("UPDATED_AT", models.Resident.updated_at),
+}
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@strawberry.enum
+class EventSortField(Enum):
+    ID = "id"
+    REPORTED_AT = "reported_at"
+    UPDATED_AT = "updated_at"
+
+
+@strawberry.input
+class EventOrder:
+    field: EventSortField = EventSortField.ID
+    direction: SortDirection = SortDirection.ASC
+
+
+EVENT_KEYS = {
+    EventSortField.ID: SortKey("ID", models.Event.id),
+    EventSortField.REPORTED_AT: datetime_key("REPORTED_AT", models.Event.reported_at),
+    EventSortField.UPDATED_AT: datetime_key("UPDATED_AT", models.Event.updated_at),
+}
+
+
+# --- notices, feedback, members ---------------------------------------------------------------
+
+
+@strawberry.enum
+class NoticeSortField(Enum):
+    ID = "id"
+    CREATED_AT = "created_at"
+
+
+@strawberry.input
+class NoticeOrder:
+    field: NoticeSortField = NoticeSortField.ID
+    direction: SortDirection = SortDirection.ASC
+
+
+NOTICE_KEYS = {
+    NoticeSortField.ID: SortKey("ID", models.Notice.id),
+    NoticeSortField.CREATED_AT: datetime_key("CREATED_AT", models.Notice.created_at),
+}
+
+
+ID_ONLY = {
+    "department": SortKey("ID", models.Department.id),
+    "member": SortKey("ID", models.Member.id),
+    "feedback": SortKey("ID", models.Feedback.id),
+}
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Any object by its global id.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        type_name, pk = parse_global_id(id)
+        model = NODE_MODELS.get(type_name)
+        if model is None:
+            raise NotFound("object not found")
+        return await fetch_one(info, model, model.id == pk, type_name.lower())  # type: ignore[no-any-return]
+
+    # grids
+    @strawberry.field(description="A grid by id or code.")
+    async def grid(
+        self, info: Info, id: strawberry.ID | None = None, code: str | None = None
+    ) -> GridType | None:
+        one_lookup(id=id, code=code)
+        condition = (
+            models.Grid.id == pk_of(id, "Grid") if id is not None else models.Grid.code == code
+        )
+        return await fetch_one(info, models.Grid, condition, "grid")  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def grids(
+        self,
+        info: Info,
+        filter: GridFilter | None = None,
+        order_by: GridOrder | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[GridType]:
+        order = order_by or GridOrder()
+        async with info.context.db.reader() as session:
+            parent_id = None
+            if filter and filter.parent_code is not None:
+                parent = await grids.resolve_code(
+                    session, code=filter.parent_code, field="parentCode"
+                )
+                parent_id = parent.id
+            statement = grids.list_statement(
+                level=filter.level if filter else None, parent_id=parent_id
+            )
+            if filter and filter.in_grid is not None:
+                root = await grids.resolve_code(session, code=filter.in_grid)
+                statement = statement.where(grids.subtree_of(root.path))
+        statement = info.context.access.rows(statement, models.Grid)
+        return await paginate(
+            info,
+            statement,
+            key=GRID_KEYS[order.field],
+            id_column=models.Grid.id,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            direction=order.direction,
+        )
+
+    # departments and members
+    @strawberry.field
+    async def department(self, info: Info, code: str) -> DepartmentType | None:
+        condition = models.Department.code == code
+        return await fetch_one(info, models.Department, condition, "department")  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def departments(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[DepartmentType]:
+        statement = info.context.access.rows(departments.list_statement(), models.Department)
+        return await paginate(
+            info,
+            statement,
+            key=ID_ONLY["department"],
+            id_column=models.Department.id,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            direction=SortDirection.ASC,
+        )
+
+    @strawberry.field
+    async def member(self, info: Info, id: strawberry.ID) -> MemberType | None:
+        condition = models.Member.id == pk_of(id, "Member")
+        return await fetch_one(info, models.Member, condition, "member")  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def members(
+        self,
+        info: Info,
+        filter: MemberFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[MemberType]:
+        async with info.context.db.reader() as session:
+            department_id = None
+            if filter and filter.department_code is not None:
+                department = await departments.resolve_code(session, code=filter.department_code)
+                department_id = department.id
+            domain_filter = members.MemberFilter(
+                grid_ids=await grid_ids(session, filter.in_grid if filter else None),
+                department_id=department_id,
+                is_party_member=filter.is_party_member if filter else None,
+            )
+        statement = info.context.access.rows(members.list_statement(domain_filter), models.Member)
+        return await paginate(
+            info,
+            statement,
+            key=ID_ONLY["member"],
+            id_column=models.Member.id,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            direction=SortDirection.ASC,
+        )
+
+    # residents
+    @strawberry.field
+    async def resident(self, info: Info, id: strawberry.ID) -> ResidentType | None:
+        condition = models.Resident.id == pk_of(id, "Resident")
+        return await fetch_one(info, models.Resident, condition, "resident")  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def residents(
+        self,
+        info: Info,
+        filter: ResidentFilter | None = None,
+        order_by: ResidentOrder | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[ResidentType]:
+        order = order_by or ResidentOrder()
+        async with info.context.db.reader() as session:
+            domain_filter = await resident_filter(session, filter)
+        statement = info.context.access.rows(
+            residents.list_statement(domain_filter), models.Resident
+        )
+        return await paginate(
+            info,
+            statement,
+            key=RESIDENT_KEYS[order.field],
+            id_column=models.Resident.id,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            direction=order.direction,
+        )
+
+    # events
+    @strawberry.field(description="An event by id or code.")
+    async def event(
+        self, info: Info, id: strawberry.ID | None = None, code: str | None = None
+    ) -> EventType | None:
+        one_lookup(id=id, code=code)
+        condition = (
+            models.Event.id == pk_of(id, "Event") if id is not None else models.Event.code == code
+        )
+        return await fetch_one(info, models.Event, condition, "event")  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def events(
+        self,
+        info: Info,
+        filter: EventFilter | None = None,
+        order_by: EventOrder | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[EventType]:
+        order = order_by or EventOrder()
+        async with info.context.db.reader() as session:
+            domain_filter = await event_filter(session, filter)
+        statement = info.context.access.rows(events.list_statement(domain_filter), models.Event)
+        return await paginate(
+            info,
+            statement,
+            key=EVENT_KEYS[order.field],
+            id_column=models.Event.id,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            direction=order.direction,
+        )
+
+    # notices
+    @strawberry.field
+    async def notice(self, info: Info, id: strawberry.ID) -> NoticeType | None:
+        condition = models.Notice.id == pk_of(id, "Notice")
+        return await fetch_one(info, models.Notice, condition, "notice")  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def notices(
+        self,
+        info: Info,
+        filter: NoticeFilter | None = None,
+        order_by: NoticeOrder | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[NoticeType]:
+        order = order_by or NoticeOrder()
+        async with info.context.db.reader() as session:
+            department_id = None
+            if filter and filter.department_code is not None:
+                department_id = (
+                    await departments.resolve_code(session, code=filter.department_code)
+                ).id
+            domain_filter = notices.NoticeFilter(
+                statuses=tuple(s.value for s in (filter.status or ())) if filter else (),
+                grid_ids=await grid_ids(session, filter.in_grid if filter else None),
+                department_id=department_id,
+            )
+        statement = info.context.access.rows(notices.list_statement(domain_filter), models.Notice)
+        return await paginate(
+            info,
+            statement,
+            key=NOTICE_KEYS[order.field],
+            id_column=models.Notice.id,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            direction=order.direction,
+        )
+
+    # feedback
+    @strawberry.field(description="A feedback item by id or tracking code.")
+    async def feedback(
+        self, info: Info, id: strawberry.ID | None = None, tracking_code: str | None = None
+    ) -> FeedbackType | None:
+        one_lookup(id=id, tracking_code=tracking_code)
+        if id is not None:
+            condition = models.Feedback.id == pk_of(id, "Feedback")
+        else:
+            condition = models.Feedback.tracking_code == (tracking_code or "").strip().upper()
+        return await fetch_one(info, models.Feedback, condition, "feedback")  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def feedback_list(
+        self,
+        info: Info,
+        filter: FeedbackFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[FeedbackType]:
+        async with info.context.db.reader() as session:
+            domain_filter = feedback.FeedbackFilter(
+                statuses=tuple(s.value for s in (filter.status or ())) if filter else (),
+                kinds=tuple(k.value for k in (filter.kind or ())) if filter else (),
+                grid_ids=await grid_ids(session, filter.in_grid if filter else None),
+            )
+        statement = info.context.access.rows(
+            feedback.list_statement(domain_filter), models.Feedback
+        )
+        return await paginate(
+            info,
+            statement,
+            key=ID_ONLY["feedback"],
+            id_column=models.Feedback.id,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            direction=SortDirection.ASC,
+        )
+
+    @strawberry.field(description="Aggregates for decisions.")
+    def stats(self) -> Stats:
+        return Stats()

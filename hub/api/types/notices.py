@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+from strawberry import Parent
+
+from hub import models
+from hub.api.context import Info
+from hub.api.ids import to_global_id
+from hub.api.types.common import Node
+from hub.api.types.org import DepartmentType, GridType
+
+
+@strawberry.enum
+class NoticeStatus(Enum):
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    RETRACTED = "retracted"
+
+
+@strawberry.type(name="Notice", description="A notice to the residents of some grids.")
+class NoticeType(Node):
+    title: str
+    body: str = strawberry.field(description="Markdown source.")
+    created_at: datetime
+    published_at: datetime | None
+    retracted_at: datetime | None
+
+    @strawberry.field
+    @staticmethod
+    def id(root: Parent[models.Notice]) -> strawberry.ID:
+        return to_global_id("Notice", root.id)
+
+    @strawberry.field
+    @staticmethod
+    def status(root: Parent[models.Notice]) -> NoticeStatus:
+        return NoticeStatus(root.status)
+
+    @strawberry.field
+    @staticmethod
+    async def department(root: Parent[models.Notice], info: Info) -> DepartmentType | None:
+        return await info.context.loaders.department.load(root.department_id)  # type: ignore[return-value]
+
+    @strawberry.field(description="The grids the notice is addressed to.")
+    @staticmethod
+    async def scope(root: Parent[models.Notice], info: Info) -> list[GridType]:
+        return await info.context.loaders.notice_grids.load(root.id)  # type: ignore[return-value]
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, models.Notice)

@@ -1,0 +1,109 @@
+"""Grids, departments and members: the organisation of the hub."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from strawberry import Parent
+from strawberry.scalars import JSON
+
+from hub import models
+from hub.api.context import Info
+from hub.api.ids import to_global_id
+from hub.api.types.common import CoordinateSystem, Coordinates, Node, coordinates
+from hub.grids.service import ancestor_codes
+
+
+@strawberry.type(name="Department", description="A department that acts on events.")
+class DepartmentType(Node):
+    code: str
+    name: str
+    name_en: str
+
+    @strawberry.field
+    @staticmethod
+    def id(root: Parent[models.Department]) -> strawberry.ID:
+        return to_global_id("Department", root.id)
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, models.Department)
+
+
+@strawberry.type(
+    name="Grid",
+    description="A cell of the grid tree; `level` is data (district, street, community, grid...).",
+)
+class GridType(Node):
+    code: str
+    name: str
+    level: str
+    depth: int
+
+    @strawberry.field
+    @staticmethod
+    def id(root: Parent[models.Grid]) -> strawberry.ID:
+        return to_global_id("Grid", root.id)
+
+    @strawberry.field(description="The codes from the root down to this grid, this one last.")
+    @staticmethod
+    def path(root: Parent[models.Grid]) -> list[str]:
+        return ancestor_codes(root)
+
+    @strawberry.field
+    @staticmethod
+    async def parent(root: Parent[models.Grid], info: Info) -> GridType | None:
+        if root.parent_id is None:
+            return None
+        return await info.context.loaders.grid.load(root.parent_id)  # type: ignore[return-value]
+
+    @strawberry.field(description="The grid's boundary as a GeoJSON geometry in WGS84.")
+    @staticmethod
+    def boundary(root: Parent[models.Grid]) -> JSON | None:
+        return root.boundary
+
+    @strawberry.field
+    @staticmethod
+    def center(
+        root: Parent[models.Grid], system: CoordinateSystem = CoordinateSystem.WGS84
+    ) -> Coordinates | None:
+        return coordinates(root.center_lng, root.center_lat, system)
+
+    @strawberry.field(description="Members responsible for this grid (责任到人).")
+    @staticmethod
+    async def members(root: Parent[models.Grid], info: Info) -> list[MemberType]:
+        return await info.context.loaders.grid_members.load(root.id)  # type: ignore[return-value]
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, models.Grid)
+
+
+@strawberry.type(name="Member", description="A grid worker or party member.")
+class MemberType(Node):
+    name: str
+    phone: str
+    is_party_member: bool
+    role: str
+
+    @strawberry.field
+    @staticmethod
+    def id(root: Parent[models.Member]) -> strawberry.ID:
+        return to_global_id("Member", root.id)
+
+    @strawberry.field
+    @staticmethod
+    async def department(root: Parent[models.Member], info: Info) -> DepartmentType | None:
+        if root.department_id is None:
+            return None
+        return await info.context.loaders.department.load(root.department_id)  # type: ignore[return-value]
+
+    @strawberry.field(description="The grids this member is responsible for.")
+    @staticmethod
+    async def grids(root: Parent[models.Member], info: Info) -> list[GridType]:
+        return await info.context.loaders.member_grids.load(root.id)  # type: ignore[return-value]
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, models.Member)

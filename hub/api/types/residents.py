@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+from strawberry import Parent
+
+from hub import models
+from hub.api.context import Info
+from hub.api.ids import to_global_id
+from hub.api.types.common import Node
+from hub.api.types.org import GridType
+
+
+@strawberry.enum
+class Gender(Enum):
+    MALE = "male"
+    FEMALE = "female"
+
+
+@strawberry.type(description="The resident's id in an external departmental system.")
+class ExternalId:
+    system: str
+    external_id: str
+
+
+@strawberry.type(
+    name="Resident", description="A resident. Personal data: policy decides who sees what."
+)
+class ResidentType(Node):
+    name: str
+    birth_date: date
+    id_number: str = strawberry.field(description="18-digit PRC resident identity number.")
+    phone: str | None
+    address: str
+    household_code: str | None
+    health_notes: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @strawberry.field
+    @staticmethod
+    def id(root: Parent[models.Resident]) -> strawberry.ID:
+        return to_global_id("Resident", root.id)
+
+    @strawberry.field
+    @staticmethod
+    def gender(root: Parent[models.Resident]) -> Gender:
+        return Gender(root.gender)
+
+    @strawberry.field
+    @staticmethod
+    async def grid(root: Parent[models.Resident], info: Info) -> GridType | None:
+        return await info.context.loaders.grid.load(root.grid_id)  # type: ignore[return-value]
+
+    @strawberry.field(
+        description="Care tags: elderly, living_alone, disabled, low_income, key_care..."
+    )
+    @staticmethod
+    async def tags(root: Parent[models.Resident], info: Info) -> list[str]:
+        return await info.context.loaders.resident_tags.load(root.id)
+
+    @strawberry.field
+    @staticmethod
+    async def external_ids(root: Parent[models.Resident], info: Info) -> list[ExternalId]:
+        return await info.context.loaders.resident_external_ids.load(root.id)  # type: ignore[return-value]
+
+    @classmethod
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
+        return isinstance(obj, models.Resident)

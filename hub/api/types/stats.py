@@ -1,0 +1,135 @@
+"""Statistics. Aggregates read through the same scoped statements as the lists, so a count can
+never include a row the viewer could not list."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import strawberry
+
+from hub import models
+from hub.api.context import Info
+from hub.api.filters import EventFilter, ResidentFilter, event_filter, resident_filter
+from hub.api.types.org import GridType
+from hub.events import service as events
+from hub.residents import service as residents
+from hub.stats import service as stats
+
+
+@strawberry.enum
+class EventDimension(Enum):
+    CATEGORY = "category"
+    STATUS = "status"
+    SEVERITY = "severity"
+    MONTH = "month"
+    GRID = "grid"
+
+
+@strawberry.type(description="A count of events; only the dimensions grouped by are set.")
+class EventCount:
+    count: int
+    category: str | None
+    status: str | None
+    severity: str | None
+    month: str | None = strawberry.field(description="YYYY-MM of the report time, in UTC.")
+    grid_id: strawberry.Private[int | None]
+
+    @strawberry.field
+    async def grid(self, info: Info) -> GridType | None:
+        if self.grid_id is None:
+            return None
+        return await info.context.loaders.grid.load(self.grid_id)  # type: ignore[return-value]
+
+
+@strawberry.type
+class EventTimes:
+    events: int
+    accepted: int
+    resolved: int
+    average_response_seconds: float | None = strawberry.field(
+        description="Mean seconds from report to acceptance, over accepted events."
+    )
+    average_resolution_seconds: float | None = strawberry.field(
+        description="Mean seconds from report to resolution, over resolved events."
+    )
+
+
+@strawberry.type
+class TagCount:
+    tag: str
+    count: int
+    grid_id: strawberry.Private[int]
+
+    @strawberry.field
+    async def grid(self, info: Info) -> GridType | None:
+        return await info.context.loaders.grid.load(self.grid_id)  # type: ignore[return-value]
+
+
+@strawberry.type
+class Stats:
+    @strawberry.field(
+        description="Event counts grouped by the given dimensions. With GRID, `gridLevel` names "
+        "the level to roll up to (e.g. community); without it, each event's own grid."
+    )
+    async def event_counts(
+        self,
+        info: Info,
+        group_by: list[EventDimension],
+        filter: EventFilter | None = None,
+        grid_level: str | None = None,
+    ) -> list[EventCount]:
+        async with info.context.db.reader() as session:
+            domain_filter = await event_filter(session, filter)
+            scoped = info.context.access.rows(events.list_statement(domain_filter), models.Event)
+            rows = await stats.event_counts(
+                session,
+                events=scoped,
+                by=list(dict.fromkeys(d.value for d in group_by)),
+                grid_level=grid_level,
+            )
+        return [
+            EventCount(
+                count=r.count,
+                category=r.category,
+                status=r.status,
+                severity=r.severity,
+                month=r.month,
+                grid_id=r.grid_id,
+            )
+            for r in rows
+        ]
+
+    @strawberry.field(description="Average response and resolution times of the matching events.")
+    async def event_times(self, info: Info, filter: EventFilter | None = None) -> EventTimes:
+        async with info.context.db.reader() as session:
+            domain_filter = await event_filter(session, filter)
+            scoped = info.context.access.rows(events.list_statement(domain_filter), models.Event)
+            times = await stats.event_times(session, events=scoped)
+        return EventTimes(
+            events=times.events,
+            accepted=times.accepted,
+            resolved=times.resolved,
+            average_response_seconds=times.average_response_seconds,
+            average_resolution_seconds=times.average_resolution_seconds,
+        )
+
+    @strawberry.field(
+        description="Residents per tag in each grid at `level`, e.g. elderly living alone per "
+        "community."
+    )
+    async def resident_tag_counts(
+        self,
+        info: Info,
+        level: str,
+        tags: list[str] | None = None,
+        filter: ResidentFilter | None = None,
+    ) -> list[TagCount]:
+        async with info.context.db.reader() as session:
+            domain_filter = await resident_filter(session, filter)
+            scoped = info.context.access.rows(
+                residents.list_statement(domain_filter), models.Resident
+            )
+            rows = await stats.resident_tag_counts(
+                session, residents=scoped, level=level, tags=tags
+            )
+        return [TagCount(tag=r.tag, count=r.count, grid_id=r.grid_id) for r in rows]

@@ -1,0 +1,55 @@
+"""Wires GridHub together: database, broker, GraphQL endpoint and HTTP middleware."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from hub.api.http import GraphQLView
+from hub.api.schema import build_schema
+from hub.config import Settings
+from hub.db import Database
+from hub.events.brokers import create_broker
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    db = Database(settings.database_url, echo=settings.echo_sql)
+    broker = create_broker(settings, db)
+    schema = build_schema(settings.limits)
+    graphql = GraphQLView(schema, db=db, settings=settings, broker=broker)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await db.dispose()
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def sdl(_: Request) -> PlainTextResponse:
+        return PlainTextResponse(schema.as_str() + "\n", media_type="application/graphql")
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", health),
+            Route("/graphql/schema.graphql", sdl),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.db = db
+    app.state.broker = broker
+    app.state.settings = settings
+    app.state.schema = schema
+    return app

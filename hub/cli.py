@@ -1,0 +1,125 @@
+"""The `gridhub` command: demo data, the server, migrations and the schema."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from hub.config import Settings
+
+DB_OPTION = click.option(
+    "--db",
+    "database_url",
+    envvar="GRIDHUB_DATABASE_URL",
+    default=None,
+    help="Database URL (default: SQLite file gridhub.db here; postgresql://... for PostgreSQL).",
+)
+
+
+def _settings(database_url: str | None) -> Settings:
+    return Settings.from_env(database_url=database_url)
+
+
+@click.group()
+@click.version_option(package_name="gridhub")
+def main() -> None:
+    """GridHub: the information-sharing hub for community grid governance."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@main.command()
+@DB_OPTION
+@click.option("--residents", default=2000, show_default=True, help="How many residents to create.")
+@click.option(
+    "--seed", default=7, show_default=True, help="Random seed: the same seed, the same data."
+)
+def demo(database_url: str | None, residents: int, seed: int) -> None:
+    """Create or migrate the database and load deterministic demo data."""
+    from hub.demo.loader import load_demo
+    from hub.migrate import upgrade
+
+    settings = _settings(database_url)
+    asyncio.run(upgrade(settings.database_url))
+    summary = asyncio.run(load_demo(settings.database_url, residents=residents, seed=seed))
+    click.echo(summary)
+
+
+@main.command()
+@DB_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--broker",
+    "broker_url",
+    envvar="GRIDHUB_BROKER_URL",
+    default=None,
+    help="memory, postgres or redis://...: how workers share event changes.",
+)
+def serve(
+    database_url: str | None, host: str, port: int, workers: int, broker_url: str | None
+) -> None:
+    """Serve the GraphQL API (and GraphiQL) with uvicorn."""
+    import os
+
+    import uvicorn
+
+    settings = Settings.from_env(database_url=database_url, broker_url=broker_url)
+    if workers > 1 and settings.effective_broker == "memory":
+        raise click.UsageError(
+            "several workers need a shared broker: use PostgreSQL (--db postgresql://...) "
+            "or --broker redis://..."
+        )
+    # Workers are separate processes: they rebuild Settings from the environment.
+    os.environ["GRIDHUB_DATABASE_URL"] = settings.database_url
+    if settings.broker_url:
+        os.environ["GRIDHUB_BROKER_URL"] = settings.broker_url
+    click.echo(f"GridHub on http://{host}:{port}/graphql ({settings.database_url})")
+    uvicorn.run(
+        "hub.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="auto",
+        http="auto",
+        log_level="info",
+        proxy_headers=False,
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database schema migrations."""
+
+
+@db.command("upgrade")
+@DB_OPTION
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(database_url: str | None, revision: str) -> None:
+    """Apply Alembic migrations up to REVISION."""
+    from hub.migrate import current_revision, upgrade
+
+    settings = _settings(database_url)
+    asyncio.run(upgrade(settings.database_url, revision))
+    click.echo(f"database at revision {asyncio.run(current_revision(settings.database_url))}")
+
+
+@main.group()
+def schema() -> None:
+    """The GraphQL schema."""
+
+
+@schema.command("print")
+def schema_print() -> None:
+    """Print the SDL of the API."""
+    from hub.api.schema import build_schema
+
+    sys.stdout.write(build_schema().as_str() + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Settings: one typed object, built once at the edge (CLI or app factory) and passed down.
+
+Nothing here reads the environment at import time, so tests build Settings directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_SQLITE_FILE = "gridhub.db"
+
+
+def default_database_url(workdir: Path | None = None) -> str:
+    path = (workdir or Path.cwd()) / DEFAULT_SQLITE_FILE
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Abuse limits for the GraphQL endpoint. Each one fails with its own stable error code."""
+
+    max_body_bytes: int = 256 * 1024
+    max_query_chars: int = 20_000
+    max_tokens: int = 2_000
+    max_depth: int = 10
+    max_aliases: int = 30
+    max_page_size: int = 100
+    max_cost: int = 20_000
+    max_batch_operations: int = 10
+    max_batch_cost: int = 40_000
+    execution_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = field(default_factory=default_database_url)
+    # Where event changes are broadcast between workers: "memory" (one process), "postgres"
+    # (LISTEN/NOTIFY on the database itself) or a redis:// URL. None picks by database.
+    broker_url: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    # Log SQL statements (very noisy); for debugging only.
+    echo_sql: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if url := env.get("GRIDHUB_DATABASE_URL"):
+            values["database_url"] = url
+        if broker := env.get("GRIDHUB_BROKER_URL"):
+            values["broker_url"] = broker
+        if env.get("GRIDHUB_ECHO_SQL") == "1":
+            values["echo_sql"] = True
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_database(self, url: str) -> Settings:
+        return replace(self, database_url=url)
+
+    @property
+    def effective_broker(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return "postgres" if self.database_url.startswith("postgresql") else "memory"

@@ -1,0 +1,1 @@
+"""Departments: public security, health, civil affairs, environment, community service..."""

@@ -1,0 +1,1 @@
+"""Events (incidents, needs, complaints): reported, dispatched to departments, resolved."""

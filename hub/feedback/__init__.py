@@ -1,0 +1,1 @@
+"""Residents' suggestions and complaints, each with a tracking code and a response."""

@@ -1,0 +1,87 @@
+"""Feedback: a resident submits, gets a tracking code, and a department responds."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub import validation
+from hub.db import utcnow
+from hub.departments import service as departments
+from hub.errors import InvalidTransition, NotFound
+from hub.feedback.models import Feedback
+from hub.grids import service as grids
+
+KINDS = frozenset({"suggestion", "complaint"})
+STATUSES = frozenset({"submitted", "responded"})
+# No 0/O/1/I: codes are read aloud over the phone and typed from paper.
+_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def new_tracking_code() -> str:
+    return "FB" + "".join(secrets.choice(_ALPHABET) for _ in range(10))
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackFilter:
+    statuses: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    grid_ids: Select[tuple[int]] | None = None
+
+
+def list_statement(filter: FeedbackFilter) -> Select[Any]:
+    statement = select(Feedback)
+    if filter.statuses:
+        statement = statement.where(Feedback.status.in_(filter.statuses))
+    if filter.kinds:
+        statement = statement.where(Feedback.kind.in_(filter.kinds))
+    if filter.grid_ids is not None:
+        statement = statement.where(Feedback.grid_id.in_(filter.grid_ids))
+    return statement
+
+
+async def submit(
+    session: AsyncSession, *, kind: str, content: str, grid_code: str | None
+) -> Feedback:
+    grid = (
+        await grids.resolve_code(session, code=grid_code, field="gridCode") if grid_code else None
+    )
+    feedback = Feedback(
+        tracking_code=new_tracking_code(),
+        kind=validation.one_of(kind, KINDS, field="kind"),
+        content=validation.text(content, field="content", max_length=5000),
+        grid_id=grid.id if grid else None,
+        status="submitted",
+        created_at=utcnow(),
+    )
+    session.add(feedback)
+    await session.flush()
+    return feedback
+
+
+async def get_by_tracking_code(session: AsyncSession, *, tracking_code: str) -> Feedback:
+    feedback = await session.scalar(
+        select(Feedback).where(Feedback.tracking_code == tracking_code.strip().upper())
+    )
+    if feedback is None:
+        raise NotFound("no feedback with that tracking code")
+    return feedback
+
+
+async def respond(
+    session: AsyncSession, *, tracking_code: str, response: str, department_code: str
+) -> Feedback:
+    feedback = await get_by_tracking_code(session, tracking_code=tracking_code)
+    if feedback.status != "submitted":
+        raise InvalidTransition("this feedback already has a response")
+    department = await departments.resolve_code(session, code=department_code)
+    feedback.response = validation.text(response, field="response", max_length=5000)
+    feedback.responder_department_id = department.id
+    feedback.status = "responded"
+    feedback.responded_at = utcnow()
+    await session.flush()
+    return feedback

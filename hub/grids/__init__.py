@@ -1,0 +1,1 @@
+"""The grid tree (district > street > community > grid, or any other levels a deployment names)."""

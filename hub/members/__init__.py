@@ -1,0 +1,1 @@
+"""Grid members (grid workers, party members) and the grids each is responsible for."""

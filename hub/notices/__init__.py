@@ -1,0 +1,1 @@
+"""Notices published to residents of some grids: draft -> published -> retracted."""

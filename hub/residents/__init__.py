@@ -1,0 +1,1 @@
+"""Residents: personal data. Nothing may copy it into event text, logs or error messages."""

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hub.db import Base, UTCDateTime, utcnow
+
+
+class Resident(Base):
+    __tablename__ = "residents"
+    __table_args__ = (Index("ix_residents_grid_id_id", "grid_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    gender: Mapped[str] = mapped_column(String(8))  # "male" | "female", derived from the ID number
+    birth_date: Mapped[date] = mapped_column(Date)
+    id_number: Mapped[str] = mapped_column(String(18), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(200))
+    household_code: Mapped[str | None] = mapped_column(String(32), index=True)
+    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id"))
+    health_notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ResidentTag(Base):
+    """One row per (resident, tag): tags filter and count through an index, not a JSON scan."""
+
+    __tablename__ = "resident_tags"
+    __table_args__ = (Index("ix_resident_tags_tag_resident_id", "tag", "resident_id"),)
+
+    resident_id: Mapped[int] = mapped_column(
+        ForeignKey("residents.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class ResidentExternalId(Base):
+    """The resident's id in an external departmental system (household registry, health...)."""
+
+    __tablename__ = "resident_external_ids"
+    __table_args__ = (UniqueConstraint("system", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resident_id: Mapped[int] = mapped_column(
+        ForeignKey("residents.id", ondelete="CASCADE"), index=True
+    )
+    system: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,158 @@
+"""Resident reads and writes. Gender and birth date are derived from the ID number."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub import validation
+from hub.errors import BadUserInput, Conflict, NotFound
+from hub.grids import service as grids
+from hub.residents import idcard
+from hub.residents.models import Resident, ResidentTag
+
+KNOWN_TAGS = frozenset(
+    {
+        "elderly",
+        "living_alone",
+        "disabled",
+        "low_income",
+        "key_care",
+        "veteran",
+        "left_behind_child",
+        "chronic_illness",
+        "pregnant",
+        "unemployed",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentFilter:
+    grid_ids: Select[tuple[int]] | None = None
+    tag: str | None = None
+    gender: str | None = None
+    born_after: date | None = None
+    born_before: date | None = None
+    household_code: str | None = None
+    id_number: str | None = None
+
+
+def list_statement(filter: ResidentFilter) -> Select[Any]:
+    statement = select(Resident)
+    if filter.grid_ids is not None:
+        statement = statement.where(Resident.grid_id.in_(filter.grid_ids))
+    if filter.tag is not None:
+        tagged = select(ResidentTag.resident_id).where(ResidentTag.tag == filter.tag)
+        statement = statement.where(Resident.id.in_(tagged))
+    if filter.gender is not None:
+        statement = statement.where(Resident.gender == filter.gender)
+    if filter.born_after is not None:
+        statement = statement.where(Resident.birth_date >= filter.born_after)
+    if filter.born_before is not None:
+        statement = statement.where(Resident.birth_date < filter.born_before)
+    if filter.household_code is not None:
+        statement = statement.where(Resident.household_code == filter.household_code)
+    if filter.id_number is not None:
+        statement = statement.where(Resident.id_number == filter.id_number.strip().upper())
+    return statement
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    cleaned = sorted({tag.strip() for tag in tags})
+    unknown = [tag for tag in cleaned if tag not in KNOWN_TAGS]
+    if unknown:
+        raise BadUserInput(
+            f"unknown tag(s): {', '.join(unknown)}", field="tags", knownTags=sorted(KNOWN_TAGS)
+        )
+    return cleaned
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentChanges:
+    """What a create or update sets; None leaves a field as it is (on update)."""
+
+    name: str | None = None
+    id_number: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    household_code: str | None = None
+    grid_code: str | None = None
+    tags: list[str] | None = None
+    health_notes: str | None = None
+
+
+async def _apply(session: AsyncSession, resident: Resident, changes: ResidentChanges) -> None:
+    if changes.name is not None:
+        resident.name = validation.text(changes.name, field="name", max_length=50)
+    if changes.id_number is not None:
+        parsed = idcard.parse(changes.id_number)
+        resident.id_number = parsed.value
+        resident.birth_date = parsed.birth_date
+        resident.gender = parsed.gender
+    if changes.phone is not None:
+        resident.phone = validation.phone(changes.phone)
+    if changes.address is not None:
+        resident.address = validation.text(changes.address, field="address", max_length=200)
+    if changes.household_code is not None:
+        resident.household_code = validation.optional_text(
+            changes.household_code, field="householdCode", max_length=32
+        )
+    if changes.grid_code is not None:
+        grid = await grids.resolve_code(session, code=changes.grid_code, field="gridCode")
+        resident.grid_id = grid.id
+    if changes.health_notes is not None:
+        resident.health_notes = validation.optional_text(
+            changes.health_notes, field="healthNotes", max_length=2000
+        )
+
+
+async def _set_tags(session: AsyncSession, resident_id: int, tags: list[str]) -> None:
+    await session.execute(delete(ResidentTag).where(ResidentTag.resident_id == resident_id))
+    session.add_all(ResidentTag(resident_id=resident_id, tag=tag) for tag in tags)
+
+
+async def _flush_unique(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except IntegrityError:
+        # The only unique column a client sets is the ID number; say so without echoing it.
+        raise Conflict("a resident with this ID number already exists", field="idNumber") from None
+
+
+async def get(session: AsyncSession, *, resident_id: int) -> Resident:
+    resident = await session.get(Resident, resident_id)
+    if resident is None:
+        raise NotFound("resident not found")
+    return resident
+
+
+async def create(session: AsyncSession, *, changes: ResidentChanges) -> Resident:
+    for required in ("name", "id_number", "address", "grid_code"):
+        if getattr(changes, required) is None:
+            raise BadUserInput(f"{required} is required", field=required)
+    tags = clean_tags(changes.tags or [])
+    resident = Resident()
+    await _apply(session, resident, changes)
+    session.add(resident)
+    await _flush_unique(session)
+    await _set_tags(session, resident.id, tags)
+    await session.flush()
+    return resident
+
+
+async def update(session: AsyncSession, *, resident_id: int, changes: ResidentChanges) -> Resident:
+    resident = await get(session, resident_id=resident_id)
+    tags = clean_tags(changes.tags) if changes.tags is not None else None
+    await _apply(session, resident, changes)
+    await _flush_unique(session)
+    if tags is not None:
+        await _set_tags(session, resident.id, tags)
+        await session.flush()
+    return resident

@@ -1,0 +1,1 @@
+"""Aggregates for decisions: event counts and times, residents by tag per grid."""

@@ -1,0 +1,135 @@
+"""Fixtures: every database test runs on SQLite and on PostgreSQL.
+
+Each backend gets a fresh, migrated database for the session; each test starts from empty tables
+plus the small world of tests/world.py.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from hub.app import create_app
+from hub.config import Settings
+from hub.db import Base, Database
+from hub.migrate import upgrade
+from tests.services import POSTGRES_URL, need_postgres
+from tests.world import World, build_world
+
+BACKENDS = os.environ.get("GRIDHUB_TEST_BACKENDS", "sqlite,postgres").split(",")
+
+
+async def _fresh_postgres_database() -> str:
+    name = f"gridhub_test_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    await admin.dispose()
+    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
+async def _drop_postgres_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    if request.param == "postgres":
+        need_postgres()
+        url = await _fresh_postgres_database()
+        await upgrade(url)
+        yield url
+        await _drop_postgres_database(url)
+    else:
+        path: Path = tmp_path_factory.mktemp("db") / "gridhub.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        await upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = Database(settings.database_url)
+    await _empty_tables(database)
+    yield database
+    await database.dispose()
+
+
+async def _empty_tables(database: Database) -> None:
+    async with database.engine.begin() as connection:
+        tables = list(reversed(Base.metadata.sorted_tables))
+        if database.dialect == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in tables)
+            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                await connection.execute(table.delete())
+
+
+@pytest.fixture
+async def world(db: Database) -> World:
+    async with db.transaction() as session:
+        return await build_world(session)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Any]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: Any, world: World) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+class GraphQLClient:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def __call__(
+        self, query: str, variables: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, **kw
+        )
+        return response.json()  # type: ignore[no-any-return]
+
+    async def data(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The data of a request that must not fail."""
+        body = await self(query, variables)
+        assert "errors" not in body, body.get("errors")
+        return body["data"]  # type: ignore[no-any-return]
+
+    async def error(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The first error of a request that must fail."""
+        body = await self(query, variables)
+        assert body.get("errors"), body
+        return body["errors"][0]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def gql(client: httpx.AsyncClient) -> GraphQLClient:
+    return GraphQLClient(client)
