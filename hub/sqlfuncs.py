@@ -9,7 +9,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 
-class seconds_between(FunctionElement[float]):  # noqa: N801 - reads like a SQL function
+class seconds_between(FunctionElement[float]):
     """Seconds from the first timestamp to the second (NULL if either is NULL)."""
 
     type = Float()
@@ -32,7 +32,7 @@ def _seconds_pg(element: seconds_between, compiler: Any, **kw: Any) -> str:
     return f"EXTRACT(EPOCH FROM ({compiler.process(end, **kw)} - {compiler.process(start, **kw)}))"
 
 
-class year_month(FunctionElement[str]):  # noqa: N801
+class year_month(FunctionElement[str]):
     """'YYYY-MM' of a UTC timestamp."""
 
     type = String()

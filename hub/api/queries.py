@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
 import strawberry
-from sqlalchemy import Select, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
 
 from hub import models
 from hub.api.context import Info
-from hub.api.ids import parse_global_id, pk_of
 from hub.api.filters import (
     EventFilter,
     FeedbackFilter,
@@ -24,12 +21,13 @@ from hub.api.filters import (
     grid_ids,
     resident_filter,
 )
+from hub.api.ids import parse_global_id, pk_of
 from hub.api.types.common import Connection, Node, SortDirection, paginate
-from hub.api.types.events import EventCategory, EventStatus, EventType, Severity
-from hub.api.types.feedback import FeedbackKind, FeedbackStatus, FeedbackType
-from hub.api.types.notices import NoticeStatus, NoticeType
+from hub.api.types.events import EventType
+from hub.api.types.feedback import FeedbackType
+from hub.api.types.notices import NoticeType
 from hub.api.types.org import DepartmentType, GridType, MemberType
-from hub.api.types.residents import Gender, ResidentType
+from hub.api.types.residents import ResidentType
 from hub.api.types.stats import Stats
 from hub.departments import service as departments
 from hub.errors import BadUserInput, NotFound

@@ -43,7 +43,7 @@ class Event(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     # Optimistic locking: two concurrent transitions of one event cannot both win.
-    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}  # noqa: RUF012
 
 
 class EventTransition(Base):

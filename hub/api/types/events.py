@@ -10,7 +10,7 @@ from strawberry import Parent
 from hub import models
 from hub.api.context import Info
 from hub.api.ids import to_global_id
-from hub.api.types.common import CoordinateSystem, Coordinates, Node, coordinates
+from hub.api.types.common import Coordinates, CoordinateSystem, Node, coordinates
 from hub.api.types.org import DepartmentType, GridType, MemberType
 from hub.api.types.residents import ResidentType
 from hub.db import utcnow

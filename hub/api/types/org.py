@@ -11,7 +11,7 @@ from strawberry.scalars import JSON
 from hub import models
 from hub.api.context import Info
 from hub.api.ids import to_global_id
-from hub.api.types.common import CoordinateSystem, Coordinates, Node, coordinates
+from hub.api.types.common import Coordinates, CoordinateSystem, Node, coordinates
 from hub.grids.service import ancestor_codes
 
 

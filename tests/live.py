@@ -1,0 +1,92 @@
+"""A real GridHub server in a subprocess on 127.0.0.1, for tests that need real HTTP or
+WebSockets (protocol audits, subscriptions across workers and processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def graphql_url(self) -> str:
+        return self.url + "/graphql"
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/graphql"
+
+
+@contextmanager
+def live_server(
+    database_url: str,
+    *,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 30.0,
+) -> Iterator[LiveServer]:
+    """Run `gridhub serve` against `database_url` until the block ends."""
+    port = free_port()
+    environment = {**os.environ, "GRIDHUB_DATABASE_URL": database_url, **(env or {})}
+    command = [
+        sys.executable,
+        "-m",
+        "hub.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    process = subprocess.Popen(
+        command,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                raise RuntimeError(f"gridhub serve exited early:\n{output}")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("gridhub serve did not become healthy in time")
+            time.sleep(0.1)
+        yield LiveServer(url=url, process=process)
+    finally:
+        # The whole process group: with --workers, uvicorn's children go too.
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
