@@ -1,0 +1,163 @@
+"""A page of 100 residents x 10 fields: /graphql against a hand-written JSON endpoint serving the
+same rows from the same database, in the same run. Prints medians and ratios; asserts nothing.
+
+    python bench/bench_page.py                      # 10k residents, SQLite, in-process and HTTP
+    python bench/bench_page.py --sizes 10000,1000000 --db postgresql://postgres@127.0.0.1/bench
+
+In-process: both go through the full ASGI app (httpx's ASGITransport), no sockets. Over HTTP:
+one uvicorn worker (uvloop + httptools) in a subprocess, 16 concurrent connections from an httpx
+client in this process. Requests alternate between the two sides so machine noise hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from plain_app import build  # noqa: E402
+
+from hub.config import Settings  # noqa: E402
+from hub.demo.loader import load_demo  # noqa: E402
+from hub.migrate import upgrade  # noqa: E402
+
+QUERY = """query Page($after: String) {
+  residents(first: 100, after: $after) {
+    edges { node { id name gender birthDate idNumber phone address householdCode createdAt updatedAt } }
+  }
+}"""
+
+
+def same_rows(graphql: dict, plain: dict) -> bool:
+    return graphql["data"] == plain["data"]
+
+
+async def in_process(url: str, rounds: int) -> tuple[float, float]:
+    app = build(Settings(database_url=url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+
+            async def graphql() -> dict:
+                response = await client.post("/graphql", json={"query": QUERY})
+                return response.json()
+
+            async def plain() -> dict:
+                return (await client.get("/plain/residents?first=100")).json()
+
+            g, p = await graphql(), await plain()
+            if not same_rows(g, p):
+                raise SystemExit("the two endpoints disagree: the comparison would be unfair")
+            times: dict[str, list[float]] = {"graphql": [], "plain": []}
+            for _ in range(20):  # warm-up
+                await graphql()
+                await plain()
+            for _ in range(rounds):
+                for name, call in (("graphql", graphql), ("plain", plain)):
+                    start = time.perf_counter()
+                    await call()
+                    times[name].append(time.perf_counter() - start)
+    return statistics.median(times["graphql"]), statistics.median(times["plain"])
+
+
+async def over_http(url: str, seconds: float, connections: int = 16) -> tuple[float, float]:
+    port = 18000 + os.getpid() % 1000
+    env = {**os.environ, "GRIDHUB_DATABASE_URL": url, "PYTHONPATH": str(Path(__file__).parent)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "plain_app:factory", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+         "--app-dir", str(Path(__file__).parent)],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(base + "/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(base_url=base, limits=limits) as client:
+
+            async def rate(send) -> float:  # requests per second over `seconds`
+                done = 0
+                stop = time.perf_counter() + seconds
+
+                async def worker() -> None:
+                    nonlocal done
+                    while time.perf_counter() < stop:
+                        (await send()).raise_for_status()
+                        done += 1
+
+                start = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(connections)))
+                return done / (time.perf_counter() - start)
+
+            def graphql():
+                return client.post("/graphql", json={"query": QUERY})
+
+            def plain():
+                return client.get("/plain/residents?first=100")
+
+            await rate(graphql)  # warm-up both
+            await rate(plain)
+            graphql_rates, plain_rates = [], []
+            for _ in range(3):
+                graphql_rates.append(await rate(graphql))
+                plain_rates.append(await rate(plain))
+        return statistics.median(graphql_rates), statistics.median(plain_rates)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+async def prepare(url: str | None, residents: int, workdir: Path) -> str:
+    if url is None:
+        url = f"sqlite+aiosqlite:///{workdir / f'bench-{residents}.db'}"
+    await upgrade(url)
+    await load_demo(url, residents=residents, seed=1, reset=True)
+    return url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000", help="comma-separated resident counts")
+    parser.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file per size)")
+    parser.add_argument("--rounds", type=int, default=300, help="in-process requests per side")
+    parser.add_argument("--seconds", type=float, default=3.0, help="HTTP load per measurement")
+    parser.add_argument("--no-http", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = []
+        for size in [int(s) for s in args.sizes.split(",")]:
+            url = asyncio.run(prepare(args.db, size, Path(tmp)))
+            graphql, plain = asyncio.run(in_process(url, args.rounds))
+            line = (
+                f"residents={size:>8}  in-process median: graphql {graphql * 1000:.2f} ms, "
+                f"plain {plain * 1000:.2f} ms, ratio {graphql / plain:.1f}x"
+            )
+            if not args.no_http:
+                g_rate, p_rate = asyncio.run(over_http(url, args.seconds))
+                line += f"  |  HTTP: graphql {g_rate:.0f} req/s, plain {p_rate:.0f} req/s, ratio {p_rate / g_rate:.1f}x"
+            print(line, flush=True)
+            results.append((size, graphql))
+        if len(results) > 1:
+            base = results[0][1]
+            for size, graphql in results[1:]:
+                print(f"graphql page time at {size} vs {results[0][0]} residents: {graphql / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
