@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 
-from hub.api.http import GraphQLView
+from hub.api.http import IDE_ASSETS_PATH, GraphQLView, ide_assets
+from hub.api.limits import BodySizeLimit
 from hub.api.schema import build_schema
 from hub.config import Settings
 from hub.db import Database
@@ -45,8 +47,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql/schema.graphql", sdl),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            Mount(IDE_ASSETS_PATH, app=ide_assets()),
         ],
         lifespan=lifespan,
+        # Counts request bodies as they stream in: 413 with a GraphQL-shaped error past the limit.
+        middleware=[Middleware(BodySizeLimit, max_body_bytes=settings.limits.max_body_bytes)],
     )
     app.state.db = db
     app.state.broker = broker

@@ -28,6 +28,9 @@ class Limits:
     max_depth: int = 10
     max_aliases: int = 30
     max_page_size: int = 100
+    # How many items the cost estimate assumes for a list that takes no first/last (a grid's
+    # members, an event's timeline, introspection's types and fields).
+    list_size_estimate: int = 10
     max_cost: int = 20_000
     max_batch_operations: int = 10
     max_batch_cost: int = 40_000

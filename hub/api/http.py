@@ -1,16 +1,43 @@
 """GraphQL over HTTP and WebSocket (strawberry's ASGI view), with GridHub's context and an IDE
-whose assets GridHub serves itself: the hub runs on intranets with no way out to a CDN."""
+whose assets GridHub serves itself: the hub runs on intranets with no way out to a CDN.
+
+On top of strawberry's view this follows the GraphQL-over-HTTP spec (checked by graphql-http's
+audit in tests/test_graphql_over_http.py):
+
+- Content negotiation: `application/graphql-response+json` when the client asks for it,
+  `application/json` when it asks for that, for `*/*` or sends no Accept header; 406 when the
+  Accept header names neither.
+- A request error (parse, validation, variable coercion: nothing was executed) carries no `data`
+  entry; with `application/graphql-response+json` it answers 400 (500 for an unexpected failure),
+  with `application/json` 200, as the spec asks for legacy clients.
+- Requests that are not well-formed GraphQL-over-HTTP requests get a 4xx status with a GraphQL
+  error body (`errors[0].extensions.code`) instead of plain text: malformed JSON or a body that is
+  not an object -> 400 BAD_REQUEST, a Content-Type other than JSON -> 415, a mutation over GET
+  -> 405 with `Allow: POST`.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from hub.api.context import Context
 from hub.api.loaders import Loaders
@@ -20,7 +47,123 @@ from hub.db import Database
 from hub.events.changes import Broker
 
 STATIC_PACKAGE = "hub.api"
-IDE_PAGE = "static/graphiql/index.html"
+IDE_DIRECTORY = "static/graphiql"
+IDE_PAGE = IDE_DIRECTORY + "/index.html"
+# Where the IDE's own files (vendored GraphiQL, React, the page's boot script) are served.
+IDE_ASSETS_PATH = "/graphql/ide"
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+JSON = "application/json"
+
+# Operation types each method may carry. Subscriptions are served over WebSocket only
+# (graphql-transport-ws on the same URL); mutations never over GET, which must stay safe.
+ALLOWED_OPERATIONS: Mapping[str, frozenset[OperationType]] = {
+    "GET": frozenset({OperationType.QUERY}),
+    "POST": frozenset({OperationType.QUERY, OperationType.MUTATION}),
+}
+
+# Stable codes for requests rejected before GraphQL sees them, by HTTP status.
+HTTP_ERROR_CODES: Mapping[int, str] = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "REQUEST_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+class RequestRejected(HTTPException):
+    """An HTTP-level rejection with its own error code and response headers."""
+
+    def __init__(
+        self,
+        status_code: int,
+        reason: str,
+        *,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code, reason)
+        self.code = code or HTTP_ERROR_CODES.get(status_code, "BAD_REQUEST")
+        self.headers = dict(headers or {})
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The media type to answer with, or None when the Accept header allows neither.
+
+    RFC 9110 rules: each supported type takes the q of the most specific range that matches it;
+    the highest q wins. On a tie an explicitly named type beats a wildcard match; between two
+    explicit ones the spec's own type wins, while a bare wildcard means legacy JSON.
+    """
+    if accept is None or not accept.strip():
+        return JSON
+    best: tuple[float, int, int] | None = None
+    chosen: str | None = None
+    for media_type in (GRAPHQL_RESPONSE_JSON, JSON):
+        q, specificity = _match(accept, media_type)
+        if q <= 0:
+            continue
+        explicit = specificity == 2
+        preference = (
+            int(media_type == GRAPHQL_RESPONSE_JSON) if explicit else int(media_type == JSON)
+        )
+        score = (q, specificity, preference)
+        if best is None or score > best:
+            best, chosen = score, media_type
+    return chosen
+
+
+def _match(accept: str, media_type: str) -> tuple[float, int]:
+    """q and specificity (2 exact, 1 type/*, 0 */*, -1 no match) of the best matching range."""
+    main_type = media_type.split("/", 1)[0]
+    found_q, found_specificity = 0.0, -1
+    for media_range in accept.split(","):
+        name, *params = (part.strip() for part in media_range.split(";"))
+        name = name.lower()
+        if name == media_type:
+            specificity = 2
+        elif name == f"{main_type}/*":
+            specificity = 1
+        elif name == "*/*":
+            specificity = 0
+        else:
+            continue
+        if specificity > found_specificity:
+            found_q, found_specificity = _quality(params), specificity
+    return found_q, found_specificity
+
+
+def _quality(params: Iterable[str]) -> float:
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                return min(max(float(value), 0.0), 1.0)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+def is_request_error(result: ExecutionResult) -> bool:
+    """True when the operation failed before execution (parse, validation, variables, limits).
+
+    graphql-core gives every field error a path, so errors without one and no data mean nothing
+    was executed; the spec then wants no `data` entry at all.
+    """
+    errors = result.errors or []
+    return result.data is None and bool(errors) and all(error.path is None for error in errors)
+
+
+def _request_error_status(errors: Iterable[Any]) -> int:
+    codes = {
+        (error.get("extensions") or {}).get("code") for error in errors if isinstance(error, dict)
+    }
+    return 500 if "INTERNAL_SERVER_ERROR" in codes else 400
+
+
+def _error_body(message: str, code: str) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code}}]}
 
 
 class GraphQLView(GraphQL[Context, None]):
@@ -37,6 +180,17 @@ class GraphQLView(GraphQL[Context, None]):
         self.broker = broker
         self._ide_html = (resources.files(STATIC_PACKAGE) / IDE_PAGE).read_text(encoding="utf-8")
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            response = self._rejection(request, exc)
+        await response(scope, receive, send)
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         access = open_access()
         return Context(
@@ -50,4 +204,181 @@ class GraphQLView(GraphQL[Context, None]):
         )
 
     async def render_graphql_ide(self, request: Request) -> Response:
-        return HTMLResponse(self._ide_html)
+        # The same URL answers JSON to API clients: caches must key on Accept.
+        return HTMLResponse(self._ide_html, headers={"Vary": "Accept"})
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        # create_response sees only the sub-response, so it carries the negotiated type.
+        sub_response.media_type = negotiate(request.headers.get("accept")) or JSON
+        return sub_response
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # Reached only after the IDE check, so a browser asking for text/html still gets the page.
+        if negotiate(request.headers.get("accept")) is None:
+            raise RequestRejected(406, f"Accept must allow {GRAPHQL_RESPONSE_JSON} or {JSON}.")
+        if request.method == "GET":
+            return self._request_data(self._parse_query_params(request.query_params))
+        data = self._parse_post_body(request.content_type, await request.get_body())
+        if isinstance(data, list):
+            self._validate_batch_request(data, protocol="http")
+            return [self._request_data(item) for item in data]
+        return self._request_data(data)
+
+    @staticmethod
+    def _parse_query_params(params: Mapping[str, Any]) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "query": params.get("query"),
+            "operationName": params.get("operationName"),
+        }
+        for name in ("variables", "extensions"):
+            # Both travel as JSON text in the URL; an empty value means none.
+            if raw := params.get(name):
+                try:
+                    data[name] = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise RequestRejected(400, f"`{name}` is not valid JSON.") from exc
+        return data
+
+    def _parse_post_body(self, content_type: str | None, body: bytes) -> dict[str, Any] | list[Any]:
+        media_type, _, params = (content_type or "").partition(";")
+        if media_type.strip().lower() != JSON:
+            raise RequestRejected(415, f"Send GraphQL requests as {JSON}.")
+        charset = next(
+            (
+                value.strip().strip('"').lower()
+                for key, _, value in (param.partition("=") for param in params.split(";"))
+                if key.strip().lower() == "charset"
+            ),
+            "utf-8",
+        )
+        if charset not in ("utf-8", "utf8"):
+            raise RequestRejected(415, "The request body must be UTF-8.")
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise RequestRejected(400, "The request body is not valid UTF-8.") from exc
+        except json.JSONDecodeError as exc:
+            raise RequestRejected(400, "The request body is not valid JSON.") from exc
+        if isinstance(data, dict):
+            return data
+        if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
+            return data
+        raise RequestRejected(
+            400, "The request body must be a JSON object (or a non-empty list of them)."
+        )
+
+    @staticmethod
+    def _request_data(data: Mapping[str, Any]) -> GraphQLRequestData:
+        fields = {
+            "query": (data.get("query"), str),
+            "operationName": (data.get("operationName"), str),
+            "variables": (data.get("variables"), dict),
+            "extensions": (data.get("extensions"), dict),
+        }
+        for name, (value, expected) in fields.items():
+            if value is not None and not isinstance(value, expected):
+                kind = "a string" if expected is str else "an object"
+                raise RequestRejected(400, f"`{name}` must be {kind} or null.")
+        return GraphQLRequestData(
+            query=data.get("query"),
+            variables=data.get("variables"),
+            operation_name=data.get("operationName"),
+            extensions=data.get("extensions"),
+        )
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        method = request_adapter.method
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=ALLOWED_OPERATIONS[method],
+                operation_extensions=request_data.extensions,
+            )
+        except MissingQueryError as exc:
+            raise RequestRejected(400, "The request has no GraphQL `query`.") from exc
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.MUTATION:
+                raise RequestRejected(
+                    405, "Send mutations with POST.", headers={"Allow": "POST"}
+                ) from exc
+            return self._request_error(
+                "Subscriptions are served over WebSocket (graphql-transport-ws) at this URL.",
+                "OPERATION_NOT_SUPPORTED",
+            )
+        except CannotGetOperationTypeError as exc:
+            # An operationName that names nothing in the document: a validation failure.
+            return self._request_error(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED")
+
+    @staticmethod
+    def _request_error(message: str, code: str) -> ExecutionResult:
+        return ExecutionResult(data=None, errors=[GraphQLError(message, extensions={"code": code})])
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        response = await super().process_result(request, result)
+        if is_request_error(result):
+            response.pop("data", None)
+        return response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media_type = sub_response.media_type or JSON
+        status = 200
+        # A batch is not in the spec: it answers 200 and each entry speaks for itself.
+        if (
+            media_type == GRAPHQL_RESPONSE_JSON
+            and isinstance(response_data, dict)
+            and "data" not in response_data
+        ):
+            status = _request_error_status(response_data.get("errors") or ())
+        response = Response(
+            self.encode_json(response_data),
+            status_code=sub_response.status_code or status,
+            media_type=f"{media_type}; charset=utf-8",
+        )
+        response.headers.raw.extend(sub_response.headers.raw)
+        response.headers["Vary"] = "Accept"
+        if sub_response.background:
+            response.background = sub_response.background
+        return response
+
+    def _rejection(self, request: Request, exc: HTTPException) -> Response:
+        code = exc.code if isinstance(exc, RequestRejected) else None
+        code = code or HTTP_ERROR_CODES.get(exc.status_code, "BAD_REQUEST")
+        headers = dict(exc.headers) if isinstance(exc, RequestRejected) else {}
+        if exc.status_code == 405:
+            headers.setdefault("Allow", "GET, POST")
+        media_type = negotiate(request.headers.get("accept")) or JSON
+        response = Response(
+            self.encode_json(_error_body(exc.reason, code)),
+            status_code=exc.status_code,
+            media_type=f"{media_type}; charset=utf-8",
+            headers=headers,
+        )
+        response.headers["Vary"] = "Accept"
+        return response
+
+
+def ide_assets() -> ASGIApp:
+    """The IDE's static files, gzip-compressed on the way out (GraphiQL is ~2 MB raw)."""
+    directory = resources.files(STATIC_PACKAGE) / IDE_DIRECTORY
+    return GZipMiddleware(StaticFiles(directory=str(directory)), minimum_size=1024, compresslevel=6)

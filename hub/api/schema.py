@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from graphql import GraphQLError
 from strawberry import Schema
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from hub.api.errors import ShapeErrors
+from hub.api.limits import GraphQLLimits
 from hub.api.mutations import Mutation
 from hub.api.queries import Query
 from hub.api.subscriptions import Subscription
@@ -28,18 +32,29 @@ NODE_TYPES = [
 ]
 
 
+class GridHubSchema(Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        """Log nothing here. strawberry logs every error by default, and an expected error may
+        quote the input that caused it (an ID number, a phone): personal data has no place in
+        logs. hub.api.errors logs unexpected errors, with their correlation id and stack."""
+
+
 def build_schema(limits: Limits | None = None) -> Schema:
     limits = limits or Limits()
-    return Schema(
+    # One per schema: it holds the validation rule class and the parse and cost caches.
+    guard = GraphQLLimits(limits)
+    return GridHubSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=NODE_TYPES,
         extensions=[
             # Factories: a fresh extension per request. The parse and validation LRU caches
-            # live at module level, so they are shared across requests all the same.
+            # live in `guard` and at module level, so they are shared across requests.
             ShapeErrors,
-            lambda: ParserCache(maxsize=512),
+            # Parses through its own cache (with the length and token limits), adds the
+            # depth/alias/cost rule, and bounds execution (batch budget, timeout).
+            guard.extension,
             lambda: ValidationCache(maxsize=512),
         ],
         config=StrawberryConfig(

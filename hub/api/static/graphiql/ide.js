@@ -1,0 +1,49 @@
+// Boots GraphiQL (vendored UMD build: globals React, ReactDOM, GraphiQL) against this GridHub:
+// queries and mutations over HTTP at /graphql, subscriptions over WebSocket at ws(s)://<host>/graphql
+// (graphql-transport-ws, through the graphql-ws client bundled in GraphiQL). Nothing is loaded
+// from another host.
+(function () {
+  "use strict";
+
+  const DEFAULT_QUERY = `# GridHub GraphQL IDE
+#
+# Ctrl-Enter runs the operation; the Docs button (top left) browses the schema.
+# Subscriptions (eventChanged) run over WebSocket on the same URL.
+
+query RecentEvents {
+  events(first: 5) {
+    totalCount
+    edges {
+      node {
+        code
+        title
+        status
+        severity
+        grid {
+          code
+          name
+        }
+      }
+    }
+  }
+}
+`;
+
+  const endpoint = new URL("/graphql", window.location.href);
+  const subscriptionEndpoint = new URL(endpoint.href);
+  subscriptionEndpoint.protocol = endpoint.protocol === "https:" ? "wss:" : "ws:";
+
+  const fetcher = GraphiQL.createFetcher({
+    url: endpoint.href,
+    subscriptionUrl: subscriptionEndpoint.href,
+  });
+
+  const root = ReactDOM.createRoot(document.getElementById("graphiql"));
+  root.render(
+    React.createElement(GraphiQL, {
+      fetcher: fetcher,
+      defaultQuery: DEFAULT_QUERY,
+      defaultEditorToolsVisibility: true,
+    }),
+  );
+})();
