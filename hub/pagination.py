@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -24,17 +24,53 @@ from hub.errors import BadUserInput, LimitExceeded
 T = TypeVar("T")
 
 
+# Ids and integer keys are 32-bit INTEGER columns: a bigger number from a forged cursor would
+# make PostgreSQL fail the whole query instead of matching nothing.
+_INT_RANGE = range(-(2**31), 2**31)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _INT_RANGE:
+        raise ValueError("not an integer key")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not a text key")
+    return value
+
+
+def _aware_datetime(value: Any) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("cursor times carry their offset")
+    return parsed
+
+
 @dataclass(frozen=True, slots=True)
 class SortKey:
-    """A sortable, non-null column and how its values travel inside a cursor."""
+    """A sortable, non-null column and how its values travel inside a cursor. `decode` checks a
+    value read back from a (client-held, so untrusted) cursor; it raises ValueError or TypeError."""
 
     name: str
     column: InstrumentedAttribute[Any]
-    decode: Callable[[Any], Any] = lambda value: value
+    decode: Callable[[Any], Any] | None = None
+
+    @property
+    def tag(self) -> str:
+        """What a cursor names: the list and the ordering, so a cursor of the residents' ID
+        ordering is refused by the events list, whose ordering is also called ID."""
+        return f"{self.column.class_.__name__}.{self.name}"
+
+    def decode_value(self, value: Any) -> Any:
+        if self.decode is not None:
+            return self.decode(value)
+        return _int(value) if self.column.type.python_type is int else _str(value)
 
 
 def datetime_key(name: str, column: InstrumentedAttribute[Any]) -> SortKey:
-    return SortKey(name, column, datetime.fromisoformat)
+    return SortKey(name, column, _aware_datetime)
 
 
 def date_key(name: str, column: InstrumentedAttribute[Any]) -> SortKey:
@@ -61,7 +97,7 @@ class Page(Generic[T]):
 def encode_cursor(key: SortKey, value: Any, row_id: int) -> str:
     if isinstance(value, date | datetime):
         value = value.isoformat()
-    raw = orjson.dumps([key.name, value, row_id])
+    raw = orjson.dumps([key.tag, value, row_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -69,9 +105,9 @@ def decode_cursor(key: SortKey, cursor: str) -> tuple[Any, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         name, value, row_id = orjson.loads(base64.urlsafe_b64decode(padded))
-        if name != key.name or not isinstance(row_id, int):
-            raise ValueError
-        return key.decode(value), row_id
+        if name != key.tag:
+            raise ValueError("cursor of another list or ordering")
+        return key.decode_value(value), _int(row_id)
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise BadUserInput(
             "cursor is not valid for this list and ordering", field="cursor"
@@ -108,14 +144,18 @@ async def fetch_page(
     max_size: int,
 ) -> Page[Any]:
     size, backwards = page_size(request, default=default_size, maximum=max_size)
+    # `after` and `before` both narrow the window (Relay allows them together); `first` takes
+    # from its start, `last` from its end.
+    if request.after is not None:
+        statement = statement.where(
+            _beyond(key, id_column, request.after, descending=request.descending)
+        )
+    if request.before is not None:
+        statement = statement.where(
+            _beyond(key, id_column, request.before, descending=not request.descending)
+        )
     # Walking backwards is walking forwards in the opposite order, then flipping the result.
     descending = request.descending != backwards
-    boundary = request.before if backwards else request.after
-    if boundary is not None:
-        value, row_id = decode_cursor(key, boundary)
-        row = tuple_(key.column, id_column)
-        bound = tuple_(value, row_id)  # type: ignore[arg-type]
-        statement = statement.where(row < bound if descending else row > bound)
     if descending:
         statement = statement.order_by(key.column.desc(), id_column.desc())
     else:
@@ -132,9 +172,20 @@ async def fetch_page(
     return Page(
         items=items,
         cursors=cursors,
-        has_next_page=more if not backwards else boundary is not None,
-        has_previous_page=more if backwards else boundary is not None,
+        has_next_page=more if not backwards else request.before is not None,
+        has_previous_page=more if backwards else request.after is not None,
     )
+
+
+def _beyond(
+    key: SortKey, id_column: InstrumentedAttribute[int], cursor: str, *, descending: bool
+) -> ColumnElement[bool]:
+    """Rows strictly past the cursor's row in the given direction: `(sort, id) > (:v, :id)`."""
+    value, row_id = decode_cursor(key, cursor)
+    row = tuple_(key.column, id_column)
+    # Bound with the columns' own types, so values convert exactly as stored ones do.
+    bound = tuple_(literal(value, key.column.type), literal(row_id, id_column.type))
+    return row < bound if descending else row > bound
 
 
 async def count(session: AsyncSession, statement: Select[Any]) -> int:

@@ -63,6 +63,8 @@ async def event_filter(session: AsyncSession, given: EventFilter | None) -> even
         department_id = (await departments.resolve_code(session, code=given.department_code)).id
     if given.overdue is False:
         raise BadUserInput("overdue filter takes only true", field="overdue")
+    _need_zone(given.reported_after, field="reportedAfter")
+    _need_zone(given.reported_before, field="reportedBefore")
     return events.EventFilter(
         grid_ids=await grid_ids(session, given.in_grid),
         statuses=tuple(s.value for s in given.status or ()),
@@ -73,6 +75,12 @@ async def event_filter(session: AsyncSession, given: EventFilter | None) -> even
         reported_before=given.reported_before,
         overdue_at=datetime.now().astimezone() if given.overdue else None,
     )
+
+
+def _need_zone(value: datetime | None, *, field: str) -> None:
+    # Stored times are UTC; a time without an offset would be a guess (and fails the column).
+    if value is not None and value.tzinfo is None:
+        raise BadUserInput(f"{field} needs a time zone offset", field=field)
 
 
 async def resident_filter(

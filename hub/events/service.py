@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -145,7 +145,8 @@ def _deadline(value: datetime | None, *, now: datetime) -> datetime | None:
         raise BadUserInput("deadline needs a time zone", field="deadline")
     if value <= now:
         raise BadUserInput("deadline must be in the future", field="deadline")
-    return value
+    # Stored and read back in UTC; the returned object must say the same as a later read.
+    return value.astimezone(UTC)
 
 
 async def report(session: AsyncSession, *, report: EventReport, actor: str) -> Event:
@@ -212,7 +213,9 @@ async def transition(
     event = await get(session, event_id=event_id)
     target = next_status(Status(event.status), action)
     now = utcnow()
-    note = validation.text(note, field="note", max_length=2000, required=False)
+    # Reject and reopen take their note as the argument `reason`: errors name what was sent.
+    note_field = "reason" if action in (Action.REJECT, Action.REOPEN) else "note"
+    note = validation.text(note, field=note_field, max_length=2000, required=False)
     if action is Action.DISPATCH:
         if department_code is None:
             raise BadUserInput("dispatch needs a department", field="departmentCode")

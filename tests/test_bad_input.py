@@ -1,0 +1,503 @@
+"""Bad input is refused with a stable `extensions.code` (and the field it concerns), never with
+a server error, and error messages never echo personal data such as ID numbers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select
+
+from hub.api.ids import to_global_id
+from hub.db import Database
+from hub.models import Event, Feedback, Notice, Resident
+from hub.residents import idcard
+from tests.conftest import GraphQLClient
+from tests.world import World, valid_id_number
+
+CREATE_RESIDENT = (
+    "mutation($input: ResidentInput!) { createResident(input: $input) { id idNumber } }"
+)
+UPDATE_RESIDENT = (
+    "mutation($id: ID!, $input: ResidentInput!) { updateResident(id: $id, input: $input) { id } }"
+)
+REPORT = "mutation($input: ReportEventInput!) { reportEvent(input: $input) { id } }"
+CREATE_NOTICE = "mutation($input: CreateNoticeInput!) { createNotice(input: $input) { id status } }"
+SUBMIT = "mutation($input: SubmitFeedbackInput!) { submitFeedback(input: $input) { id trackingCode status response } }"
+RESPOND = "mutation($code: String!, $response: String!, $dept: String!) { respondToFeedback(trackingCode: $code, response: $response, departmentCode: $dept) { status response responder { code } } }"
+
+
+def resident_input(**overrides: Any) -> dict[str, Any]:
+    return {
+        "name": "王五",
+        "idNumber": idcard.make("110105", date(1988, 8, 8), 123),
+        "address": "望京西园1号楼",
+        "gridCode": "G1",
+        **overrides,
+    }
+
+
+def event_input(**overrides: Any) -> dict[str, Any]:
+    return {
+        "category": "SANITATION",
+        "title": "垃圾堆放",
+        "gridCode": "G1",
+        "reporterSystem": "12345",
+        **overrides,
+    }
+
+
+async def refused(
+    gql: GraphQLClient,
+    query: str,
+    variables: dict[str, Any] | None,
+    code: str,
+    field: str | None = None,
+) -> dict[str, Any]:
+    """The request fails with `code` (and `field`); no part of it is a server error."""
+    body = await gql(query, variables)
+    errors = body.get("errors")
+    assert errors, body
+    assert all(e["extensions"]["code"] != "INTERNAL_SERVER_ERROR" for e in errors), body
+    error = errors[0]
+    assert error["extensions"]["code"] == code, (query, variables, error)
+    if field is not None:
+        assert error["extensions"].get("field") == field, (query, variables, error)
+    return body
+
+
+async def count(db: Database, model: type[Any]) -> int:
+    async with db.reader() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def notice(**overrides: Any) -> dict[str, Any]:
+    return {
+        "input": {
+            "title": "停水通知",
+            "body": "明日停水",
+            "departmentCode": "health",
+            "gridCodes": ["C1"],
+            **overrides,
+        }
+    }
+
+
+def _with_check(first17: str) -> str:
+    return first17 + idcard.check_character(first17)
+
+
+async def test_bad_id_numbers_are_refused_without_echo(
+    gql: GraphQLClient, db: Database, world: World
+) -> None:
+    valid = idcard.make("110105", date(1988, 8, 8), 123)
+    wrong_check = valid[:17] + ("0" if valid[17] != "0" else "1")
+    bad = [
+        wrong_check,
+        _with_check("11010519990230123"),  # 30 February, with a correct check character
+        _with_check("11010519881301123"),  # month 13
+        _with_check("11010529990101123"),  # born in the future
+        _with_check("11010518000101123"),  # before 1880
+        valid[:17],  # too short
+        valid + "1",  # too long
+        valid[:10] + "X" + valid[11:],  # X only as the check character
+        "",
+        "1101051988080812３",  # a full-width digit
+    ]
+    before = await count(db, Resident)
+    for number in bad:
+        body = await refused(
+            gql,
+            CREATE_RESIDENT,
+            {"input": resident_input(idNumber=number)},
+            "BAD_USER_INPUT",
+            "idNumber",
+        )
+        if len(number) >= 6:
+            assert number not in json.dumps(body, ensure_ascii=False), body
+            assert number[:17] not in json.dumps(body, ensure_ascii=False), body
+        rid = to_global_id("Resident", world.residents[0].id)
+        body = await refused(
+            gql,
+            UPDATE_RESIDENT,
+            {"id": rid, "input": {"idNumber": number}},
+            "BAD_USER_INPUT",
+            "idNumber",
+        )
+        if len(number) >= 6:
+            assert number not in json.dumps(body, ensure_ascii=False)
+    assert await count(db, Resident) == before
+    # The same shape with a valid number goes through, and an x is read as X.
+    x_number = next(
+        n for n in (idcard.make("110105", date(1990, 1, 2), s) for s in range(1000)) if n[-1] == "X"
+    )
+    created = await gql.data(
+        CREATE_RESIDENT, {"input": resident_input(idNumber=" " + x_number.lower())}
+    )
+    assert created["createResident"]["idNumber"] == x_number
+
+
+async def test_a_second_resident_with_the_same_id_number_is_a_conflict(
+    gql: GraphQLClient, db: Database, world: World
+) -> None:
+    taken = valid_id_number(4)
+    before = await count(db, Resident)
+    body = await refused(
+        gql, CREATE_RESIDENT, {"input": resident_input(idNumber=taken)}, "CONFLICT", "idNumber"
+    )
+    assert taken not in json.dumps(body)
+    other = to_global_id("Resident", world.residents[1].id)
+    body = await refused(
+        gql, UPDATE_RESIDENT, {"id": other, "input": {"idNumber": taken}}, "CONFLICT"
+    )
+    assert taken not in json.dumps(body)
+    assert await count(db, Resident) == before
+    # Unchanged: the resident still has their own number.
+    data = await gql.data("query($id: ID!) { resident(id: $id) { idNumber } }", {"id": other})
+    assert data["resident"]["idNumber"] == valid_id_number(1)
+
+
+async def test_unknown_grid_codes(gql: GraphQLClient, world: World) -> None:
+    filters = [
+        ('{ residents(filter: {inGrid: "NOPE"}) { totalCount } }', "inGrid"),
+        ('{ events(filter: {inGrid: "NOPE"}) { totalCount } }', "inGrid"),
+        ('{ members(filter: {inGrid: "NOPE"}) { totalCount } }', "inGrid"),
+        ('{ notices(filter: {inGrid: "NOPE"}) { totalCount } }', "inGrid"),
+        ('{ feedbackList(filter: {inGrid: "NOPE"}) { totalCount } }', "inGrid"),
+        ('{ grids(filter: {inGrid: "NOPE"}) { totalCount } }', "inGrid"),
+        ('{ grids(filter: {parentCode: "NOPE"}) { totalCount } }', "parentCode"),
+        (
+            '{ stats { eventCounts(groupBy: [STATUS], filter: {inGrid: "NOPE"}) { count } } }',
+            "inGrid",
+        ),
+        ('{ stats { eventTimes(filter: {inGrid: "NOPE"}) { events } } }', "inGrid"),
+        (
+            '{ stats { residentTagCounts(level: "community", filter: {inGrid: "NOPE"}) { count } } }',
+            "inGrid",
+        ),
+    ]
+    for query, field in filters:
+        await refused(gql, query, None, "BAD_USER_INPUT", field)
+    inputs = [
+        (REPORT, {"input": event_input(gridCode="NOPE")}, "gridCode"),
+        (CREATE_RESIDENT, {"input": resident_input(gridCode="NOPE")}, "gridCode"),
+        (
+            UPDATE_RESIDENT,
+            {"id": to_global_id("Resident", world.residents[0].id), "input": {"gridCode": "NOPE"}},
+            "gridCode",
+        ),
+        (
+            CREATE_NOTICE,
+            {
+                "input": {
+                    "title": "t",
+                    "body": "b",
+                    "departmentCode": "health",
+                    "gridCodes": ["C1", "NOPE"],
+                }
+            },
+            "gridCodes",
+        ),
+        (SUBMIT, {"input": {"kind": "SUGGESTION", "content": "c", "gridCode": "NOPE"}}, "gridCode"),
+    ]
+    for query, variables, field in inputs:
+        await refused(gql, query, variables, "BAD_USER_INPUT", field)
+
+
+async def test_unknown_departments(gql: GraphQLClient, world: World) -> None:
+    code = (await gql.data(SUBMIT, {"input": {"kind": "COMPLAINT", "content": "噪音扰民"}}))[
+        "submitFeedback"
+    ]["trackingCode"]
+    cases = [
+        ('{ events(filter: {departmentCode: "nope"}) { totalCount } }', None),
+        ('{ members(filter: {departmentCode: "nope"}) { totalCount } }', None),
+        ('{ notices(filter: {departmentCode: "nope"}) { totalCount } }', None),
+        (
+            CREATE_NOTICE,
+            {"input": {"title": "t", "body": "b", "departmentCode": "nope", "gridCodes": ["C1"]}},
+        ),
+        (RESPOND, {"code": code, "response": "已处理", "dept": "nope"}),
+    ]
+    for query, variables in cases:
+        await refused(gql, query, variables, "BAD_USER_INPUT", "departmentCode")
+    # The failed response left the feedback open.
+    data = await gql.data(
+        "query($c: String!) { feedback(trackingCode: $c) { status response } }", {"c": code}
+    )
+    assert data["feedback"] == {"status": "SUBMITTED", "response": None}
+
+
+async def test_oversized_and_empty_text(gql: GraphQLClient, db: Database, world: World) -> None:
+    event_id = (await gql.data(REPORT, {"input": event_input()}))["reportEvent"]["id"]
+    code = (await gql.data(SUBMIT, {"input": {"kind": "COMPLAINT", "content": "c"}}))[
+        "submitFeedback"
+    ]["trackingCode"]
+    counts = {m: await count(db, m) for m in (Event, Notice, Feedback, Resident)}
+    cases: list[tuple[str, dict[str, Any], str, int | None]] = [
+        (REPORT, {"input": event_input(title="题" * 201)}, "title", 200),
+        (REPORT, {"input": event_input(title="   ")}, "title", None),
+        (REPORT, {"input": event_input(title="a\x00b")}, "title", None),
+        (REPORT, {"input": event_input(description="述" * 5001)}, "description", 5000),
+        (REPORT, {"input": event_input(reporterSystem="s" * 65)}, "reporterSystem", 64),
+        (CREATE_NOTICE, notice(title="题" * 201), "title", 200),
+        (CREATE_NOTICE, notice(body="文" * 20_001), "body", 20_000),
+        (SUBMIT, {"input": {"kind": "SUGGESTION", "content": "议" * 5001}}, "content", 5000),
+        (SUBMIT, {"input": {"kind": "SUGGESTION", "content": ""}}, "content", None),
+        (CREATE_RESIDENT, {"input": resident_input(name="名" * 51)}, "name", 50),
+        (CREATE_RESIDENT, {"input": resident_input(address="址" * 201)}, "address", 200),
+        (CREATE_RESIDENT, {"input": resident_input(phone="12345")}, "phone", None),
+        (CREATE_RESIDENT, {"input": resident_input(tags=["elderly", "rich"])}, "tags", None),
+        (
+            "mutation($id: ID!, $n: String!) { addEventNote(id: $id, note: $n) { note } }",
+            {"id": event_id, "n": "注" * 2001},
+            "note",
+            2000,
+        ),
+        (RESPOND, {"code": code, "response": "复" * 5001, "dept": "health"}, "response", 5000),
+    ]
+    for query, variables, field, limit in cases:
+        body = await refused(gql, query, variables, "BAD_USER_INPUT", field)
+        if limit is not None:
+            assert body["errors"][0]["extensions"]["maxLength"] == limit
+    assert {m: await count(db, m) for m in counts} == counts
+    # Exactly at the limit is fine.
+    await gql.data(REPORT, {"input": event_input(title="题" * 200, description="述" * 5000)})
+    await gql.data(CREATE_NOTICE, notice(body="文" * 20_000))
+
+
+async def test_reporters(gql: GraphQLClient, world: World) -> None:
+    member = to_global_id("Member", world.members[0].id)
+    resident = to_global_id("Resident", world.residents[0].id)
+    none = {k: v for k, v in event_input().items() if k != "reporterSystem"}
+    await refused(gql, REPORT, {"input": none}, "BAD_USER_INPUT", "reporter")
+    await refused(
+        gql, REPORT, {"input": event_input(reporterMemberId=member)}, "BAD_USER_INPUT", "reporter"
+    )
+    await refused(
+        gql,
+        REPORT,
+        {"input": {**none, "reporterMemberId": to_global_id("Member", 9999)}},
+        "BAD_USER_INPUT",
+        "reporter",
+    )
+    await refused(
+        gql,
+        REPORT,
+        {"input": {**none, "reporterMemberId": resident}},
+        "BAD_USER_INPUT",
+        "reporterMemberId",
+    )
+    await refused(
+        gql,
+        REPORT,
+        {"input": {**none, "reporterResidentId": "garbage"}},
+        "BAD_USER_INPUT",
+        "reporterResidentId",
+    )
+    await gql.data(REPORT, {"input": {**none, "reporterResidentId": resident}})
+
+
+async def test_wrong_graphql_types(gql: GraphQLClient, world: World) -> None:
+    """Inline literals of the wrong type make the document invalid; the same values through
+    variables are bad input. Either way: a stable code, no data, never a server error."""
+    inline = [
+        '{ residents(first: "5") { totalCount } }',
+        "{ residents(first: 1.5) { totalCount } }",
+        "{ events(filter: {status: [REPORTD]}) { totalCount } }",
+        '{ events(filter: {status: ["REPORTED"]}) { totalCount } }',
+        "{ resident(id: true) { name } }",
+        '{ residents(filter: {bornAfter: "1990-13-01"}) { totalCount } }',
+        '{ events(filter: {reportedAfter: "yesterday"}) { totalCount } }',
+        "query($n: String) { residents(first: $n) { totalCount } }",
+    ]
+    for query in inline:
+        body = await gql(query)
+        assert body.get("data") is None, body
+        codes = {e["extensions"]["code"] for e in body["errors"]}
+        assert codes == {"GRAPHQL_VALIDATION_FAILED"}, (query, body)
+    body = await gql("{ residents { totalCount }")
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["GRAPHQL_PARSE_FAILED"]
+    through_variables: list[tuple[str, dict[str, Any]]] = [
+        ("query($n: Int) { residents(first: $n) { totalCount } }", {"n": "5"}),
+        ("query($n: Int) { residents(first: $n) { totalCount } }", {"n": 2**40}),
+        (
+            "query($s: [EventStatus!]) { events(filter: {status: $s}) { totalCount } }",
+            {"s": ["REPORTD"]},
+        ),
+        (
+            "query($s: [EventStatus!]) { events(filter: {status: $s}) { totalCount } }",
+            {"s": [None]},
+        ),
+        ("query($id: ID!) { resident(id: $id) { name } }", {"id": True}),
+        ("query($id: ID!) { resident(id: $id) { name } }", {"id": None}),
+        ("query($d: Date) { residents(filter: {bornAfter: $d}) { totalCount } }", {"d": "x"}),
+        ("query($d: DateTime) { events(filter: {reportedAfter: $d}) { totalCount } }", {"d": "x"}),
+        (
+            "query($f: ResidentFilter) { residents(filter: $f) { totalCount } }",
+            {"f": {"nosuch": 1}},
+        ),
+        (REPORT, {"input": {**event_input(), "category": "ARSON"}}),
+        (REPORT, {"input": {**event_input(), "location": {"lng": "east", "lat": 39.9}}}),
+    ]
+    for query, variables in through_variables:
+        body = await gql(query, variables)
+        assert body.get("data") is None, body
+        assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}, (
+            variables,
+            body,
+        )
+    # A time without an offset cannot be placed in UTC: refused, naming the field.
+    await refused(
+        gql,
+        "query($d: DateTime) { events(filter: {reportedAfter: $d}) { totalCount } }",
+        {"d": "2024-01-01T00:00:00"},
+        "BAD_USER_INPUT",
+        "reportedAfter",
+    )
+
+
+def gid(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+async def test_bad_global_ids(gql: GraphQLClient, world: World) -> None:
+    event_id = (await gql.data(REPORT, {"input": event_input()}))["reportEvent"]["id"]
+    resident = to_global_id("Resident", world.residents[0].id)
+    bad_ids = ["!!!", "", gid("Resident"), gid("Resident:abc"), gid("Resident:1.5"), "w" * 300]
+    for bad in bad_ids:
+        for query in [
+            "query($id: ID!) { resident(id: $id) { name } }",
+            "query($id: ID!) { node(id: $id) { id } }",
+            "mutation($id: ID!) { acceptEvent(id: $id) { id } }",
+        ]:
+            await refused(gql, query, {"id": bad}, "BAD_USER_INPUT", "id")
+    # An id of another type: the lookups say so; node() finds nothing of that type.
+    await refused(
+        gql,
+        "query($id: ID!) { resident(id: $id) { name } }",
+        {"id": event_id},
+        "BAD_USER_INPUT",
+        "id",
+    )
+    await refused(
+        gql, "query($id: ID!) { event(id: $id) { id } }", {"id": resident}, "BAD_USER_INPUT", "id"
+    )
+    await refused(
+        gql,
+        "mutation($id: ID!) { acceptEvent(id: $id) { id } }",
+        {"id": resident},
+        "BAD_USER_INPUT",
+        "id",
+    )
+    body = await refused(
+        gql, "query($id: ID!) { node(id: $id) { id } }", {"id": gid("Planet:1")}, "NOT_FOUND"
+    )
+    assert body["data"] == {"node": None}
+    # Numbers beyond any row (and beyond the column type) are simply not there.
+    for pk in ["99999", "99999999999", "-1", str(2**70)]:
+        body = await gql(
+            "query($id: ID!) { resident(id: $id) { name } }", {"id": gid(f"Resident:{pk}")}
+        )
+        assert body["data"] == {"resident": None}, body
+        assert body["errors"][0]["extensions"]["code"] in {"NOT_FOUND", "BAD_USER_INPUT"}, body
+
+
+async def test_missing_rows_are_not_found(gql: GraphQLClient, world: World) -> None:
+    lookups = [
+        ("resident", f'resident(id: "{to_global_id("Resident", 9999)}") {{ name }}'),
+        ("member", f'member(id: "{to_global_id("Member", 9999)}") {{ name }}'),
+        ("event", f'event(id: "{to_global_id("Event", 9999)}") {{ title }}'),
+        ("event", 'event(code: "EV20240101AAAAAA") { title }'),
+        ("notice", f'notice(id: "{to_global_id("Notice", 9999)}") {{ title }}'),
+        ("feedback", 'feedback(trackingCode: "FBNOPE") { content }'),
+        ("feedback", f'feedback(id: "{to_global_id("Feedback", 9999)}") {{ content }}'),
+        ("grid", 'grid(code: "NOPE") { name }'),
+        ("grid", f'grid(id: "{to_global_id("Grid", 9999)}") {{ name }}'),
+        ("department", 'department(code: "nope") { name }'),
+        ("node", f'node(id: "{to_global_id("Event", 9999)}") {{ id }}'),
+    ]
+    for field, selection in lookups:
+        body = await refused(gql, f"{{ {selection} }}", None, "NOT_FOUND")
+        assert body["data"] == {field: None}, body
+        assert body["errors"][0]["path"] == [field]
+    mutations = [
+        ("mutation($id: ID!) { acceptEvent(id: $id) { id } }", {"id": to_global_id("Event", 9999)}),
+        (
+            'mutation($id: ID!) { addEventNote(id: $id, note: "n") { note } }',
+            {"id": to_global_id("Event", 9999)},
+        ),
+        (
+            "mutation($id: ID!) { publishNotice(id: $id) { id } }",
+            {"id": to_global_id("Notice", 9999)},
+        ),
+        (
+            "mutation($id: ID!) { retractNotice(id: $id) { id } }",
+            {"id": to_global_id("Notice", 9999)},
+        ),
+        (UPDATE_RESIDENT, {"id": to_global_id("Resident", 9999), "input": {"name": "x"}}),
+        (RESPOND, {"code": "FBNOPE", "response": "r", "dept": "health"}),
+    ]
+    for query, variables in mutations:
+        body = await refused(gql, query, variables, "NOT_FOUND")
+        assert body["data"] is None
+    # Lookups by id or code take exactly one of them.
+    grid = to_global_id("Grid", world.grids["G1"].id)
+    for query in [
+        "{ grid { name } }",
+        f'{{ grid(id: "{grid}", code: "G1") {{ name }} }}',
+        "{ event { title } }",
+        "{ feedback { content } }",
+    ]:
+        await refused(gql, query, None, "BAD_USER_INPUT")
+
+
+async def test_notice_and_feedback_steps_happen_once(gql: GraphQLClient, world: World) -> None:
+    notice_id = (
+        await gql.data(
+            CREATE_NOTICE,
+            {
+                "input": {
+                    "title": "停水通知",
+                    "body": "明日停水",
+                    "departmentCode": "health",
+                    "gridCodes": ["C1"],
+                }
+            },
+        )
+    )["createNotice"]["id"]
+    publish = "mutation($id: ID!) { publishNotice(id: $id) { status publishedAt } }"
+    retract = "mutation($id: ID!) { retractNotice(id: $id) { status } }"
+    await refused(gql, retract, {"id": notice_id}, "INVALID_TRANSITION")  # a draft
+    published = (await gql.data(publish, {"id": notice_id}))["publishNotice"]
+    assert published["status"] == "PUBLISHED"
+    await refused(gql, publish, {"id": notice_id}, "INVALID_TRANSITION")
+    assert (await gql.data(retract, {"id": notice_id}))["retractNotice"]["status"] == "RETRACTED"
+    await refused(gql, retract, {"id": notice_id}, "INVALID_TRANSITION")
+    await refused(gql, publish, {"id": notice_id}, "INVALID_TRANSITION")
+    still = await gql.data(
+        "query($id: ID!) { notice(id: $id) { status publishedAt } }", {"id": notice_id}
+    )
+    assert still["notice"] == {"status": "RETRACTED", "publishedAt": published["publishedAt"]}
+
+    code = (await gql.data(SUBMIT, {"input": {"kind": "COMPLAINT", "content": "噪音扰民"}}))[
+        "submitFeedback"
+    ]["trackingCode"]
+    first = await gql.data(RESPOND, {"code": code, "response": "已协调", "dept": "health"})
+    assert first["respondToFeedback"] == {
+        "status": "RESPONDED",
+        "response": "已协调",
+        "responder": {"code": "health"},
+    }
+    await refused(
+        gql,
+        RESPOND,
+        {"code": code, "response": "再次答复", "dept": "civil_affairs"},
+        "INVALID_TRANSITION",
+    )
+    data = await gql.data(
+        "query($c: String!) { feedback(trackingCode: $c) { response responder { code } } }",
+        {"c": code},
+    )
+    assert data["feedback"] == {"response": "已协调", "responder": {"code": "health"}}
