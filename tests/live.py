@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -59,19 +60,19 @@ def live_server(
         "--workers",
         str(workers),
     ]
+    # The server's log goes to a file, not a pipe: nobody drains a pipe while the test runs,
+    # and a chatty server would block once the pipe's buffer filled.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed after the server stops
     process = subprocess.Popen(
-        command,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
-                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                log.seek(0)
+                output = log.read().decode(errors="replace")
                 raise RuntimeError(f"gridhub serve exited early:\n{output}")
             try:
                 if httpx.get(url + "/healthz", timeout=1).status_code == 200:
@@ -90,3 +91,4 @@ def live_server(
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        log.close()

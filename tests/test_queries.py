@@ -467,3 +467,15 @@ async def test_resident_orderings(gql: GraphQLClient, db: Database, world: World
                 gql, "residents", f"orderBy: {{field: {field}, direction: {direction}}}"
             )
             assert got == expected, (field, direction)
+
+
+def test_node_ids_name_the_graphql_type() -> None:
+    # Node.id builds the global id from the ORM class name; node(id:) maps it back through
+    # NODE_MODELS. Both only agree while each model is named like its GraphQL type.
+    from hub.api.queries import NODE_MODELS
+    from hub.api.schema import build_schema
+
+    schema = build_schema()
+    for type_name, model in NODE_MODELS.items():
+        assert model.__name__ == type_name
+        assert "Node" in [i.name for i in schema._schema.get_type(type_name).interfaces]  # type: ignore[union-attr]

@@ -1,53 +1,130 @@
 """Live event changes over graphql-transport-ws. Every delivered event is re-read through the
-viewer's scope, so a subscription never shows more than a query would."""
+viewer's scope, so a subscription never shows more than a query would.
+
+Delivery follows hub.events.changes: changes committed after the subscription started, each once,
+from whichever worker or host made them; not durable. Arguments are checked before the stream
+starts, so a bad `inGrid` or `departmentCode` fails the operation with a protocol "error" message
+(extensions.code BAD_USER_INPUT) rather than a `next` carrying errors.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import strawberry
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hub import models
-from hub.api.context import Info
-from hub.api.types.events import EventType
+from hub.api.context import Context, Info
+from hub.api.loaders import Loaders
+from hub.api.types.events import EventStatus, EventType
 from hub.departments import service as departments
+from hub.events import states
+from hub.events.changes import EventChange
 from hub.grids import service as grids
 
 
-@strawberry.type
+@strawberry.type(name="EventChange", description="One committed change to an event.")
 class EventChangeType:
     action: str = strawberry.field(description="report, accept, dispatch, start, resolve, ...")
-    event: EventType
+    version: int = strawberry.field(
+        description="The event's version after this change: orders the changes of one event."
+    )
+    status: EventStatus = strawberry.field(  # type: ignore[valid-type]
+        description="The status this change moved the event to."
+    )
+    at: datetime = strawberry.field(description="When the change was made.")
+    event: EventType = strawberry.field(
+        description="The event as it is now (a later change may already have moved it on)."
+    )
+
+
+@dataclass(slots=True)
+class ChangeFilter:
+    """Which changes a subscription wants. The grid subtree is read once at subscribe time; a
+    grid created later is classified on its first change and remembered."""
+
+    department_id: int | None = None
+    grid_path: str | None = None
+    inside: set[int] = field(default_factory=set)
+    # Grids that existed at subscribe time have ids up to this; any not `inside` are outside.
+    known_up_to: int = 0
+    new_outside: set[int] = field(default_factory=set)
+
+    @classmethod
+    async def build(
+        cls, context: Context, in_grid: str | None, department_code: str | None
+    ) -> ChangeFilter:
+        selection = cls()
+        async with context.db.reader() as session:
+            if in_grid is not None:
+                root = await grids.resolve_code(session, code=in_grid)
+                selection.grid_path = root.path
+                subtree = select(models.Grid.id).where(grids.subtree_of(root.path))
+                selection.inside = set((await session.scalars(subtree)).all())
+                selection.known_up_to = await session.scalar(select(func.max(models.Grid.id))) or 0
+            if department_code is not None:
+                department = await departments.resolve_code(session, code=department_code)
+                selection.department_id = department.id
+        return selection
+
+    async def matches(self, context: Context, change: EventChange) -> bool:
+        if self.department_id is not None and change.department_id != self.department_id:
+            return False
+        if self.grid_path is None or change.grid_id in self.inside:
+            return True
+        if change.grid_id <= self.known_up_to or change.grid_id in self.new_outside:
+            return False
+        async with context.db.reader() as session:
+            found = await session.scalar(
+                select(models.Grid.id).where(
+                    models.Grid.id == change.grid_id, grids.subtree_of(self.grid_path)
+                )
+            )
+        (self.inside if found is not None else self.new_outside).add(change.grid_id)
+        return found is not None
+
+
+async def _stream(
+    context: Context, selection: ChangeFilter
+) -> AsyncGenerator[EventChangeType, None]:
+    # The broker subscription lives exactly as long as this generator: when the client completes
+    # the operation or disconnects, strawberry cancels and closes it and the queue goes away.
+    async with context.broker.subscribe() as changes:
+        async for change in changes:
+            if not await selection.matches(context, change):
+                continue
+            statement = context.access.rows(
+                select(models.Event).where(models.Event.id == change.event_id), models.Event
+            )
+            async with context.db.reader() as session:
+                event = await session.scalar(statement)
+            if event is None:
+                continue
+            # The context lives as long as the WebSocket; fresh loaders per change keep nested
+            # fields (timeline, department) current and their caches from growing for hours.
+            context.loaders = Loaders(context.db, context.access)
+            yield EventChangeType(
+                action=change.action,
+                version=change.version,
+                status=states.Status(change.status),
+                at=change.at,
+                event=event,  # type: ignore[arg-type]
+            )
 
 
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="Changes to events, optionally only in a grid subtree or for a department."
+        description="Changes to events, optionally only in a grid subtree or for a department. "
+        "A live feed: changes committed while subscribed, each once, from any worker or host."
     )
     async def event_changed(
         self, info: Info, in_grid: str | None = None, department_code: str | None = None
     ) -> AsyncGenerator[EventChangeType, None]:
-        context = info.context
-        grid_ids: set[int] | None = None
-        department_id: int | None = None
-        async with context.db.reader() as session:
-            if in_grid is not None:
-                subtree = await grids.subtree_ids(session, code=in_grid)
-                grid_ids = set((await session.scalars(subtree)).all())
-            if department_code is not None:
-                department_id = (await departments.resolve_code(session, code=department_code)).id
-        async with context.broker.subscribe() as changes:
-            async for change in changes:
-                if grid_ids is not None and change.grid_id not in grid_ids:
-                    continue
-                if department_id is not None and change.department_id != department_id:
-                    continue
-                statement = context.access.rows(
-                    select(models.Event).where(models.Event.id == change.event_id), models.Event
-                )
-                async with context.db.reader() as session:
-                    event = await session.scalar(statement)
-                if event is not None:
-                    yield EventChangeType(action=change.action, event=event)  # type: ignore[arg-type]
+        # Not a generator itself: argument errors raise here, before the stream exists, which
+        # strawberry reports as the operation's "error" message.
+        selection = await ChangeFilter.build(info.context, in_grid, department_code)
+        return _stream(info.context, selection)

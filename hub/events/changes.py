@@ -2,9 +2,25 @@
 
 A broker fans each change out to every subscriber in every process: `MemoryBroker` inside one
 process (the embedded default); PostgreSQL LISTEN/NOTIFY and Redis pub/sub when several workers
-share a database (hub.events.brokers). Changes are published after the transaction commits, so
-subscribers never see a change that was rolled back. This is a live feed, not a durable queue:
-a subscriber that is not connected misses what happens meanwhile (webhooks get an outbox).
+share a database (hub.events.brokers).
+
+Delivery semantics, which every broker keeps:
+
+- Published after commit: a mutation publishes once its transaction has committed, so subscribers
+  never see a change that was rolled back. Publishing never fails a committed mutation: a change
+  the broker cannot send is logged (ids only) and dropped.
+- A live feed, not a durable queue: a subscriber sees the changes published while it is
+  subscribed. One that is not connected, or whose process has lost its broker connection, misses
+  what happens meanwhile and catches up with a query (webhooks get an outbox later).
+- Exactly once per subscriber while connected: a process delivers a change to each of its local
+  subscribers once, whether the change was made in this process or another. The shared brokers
+  deliver only what comes back from PostgreSQL or Redis (a process receives its own
+  publications too), never a local shortcut as well.
+- Order: the changes of one publisher arrive in the order it published them. Changes made
+  concurrently in different requests may interleave; `version` orders the changes of one event.
+- Bounded: each subscriber has a queue of `MemoryBroker.queue_size` changes; a subscriber that
+  falls that far behind loses its oldest changes rather than stall everyone else.
+- When a broker stops (server shutdown) every subscription's stream ends.
 """
 
 from __future__ import annotations
@@ -23,6 +39,10 @@ from hub.events.models import Event
 
 @dataclass(frozen=True, slots=True)
 class EventChange:
+    """What a subscriber needs to filter a change and order it; never personal data, because it
+    travels through PostgreSQL or Redis. Subscribers re-read the event itself through their
+    access scope."""
+
     event_id: int
     action: str
     status: str
@@ -64,17 +84,25 @@ class Broker(Protocol):
 
 class MemoryBroker:
     """Fan-out to the subscribers of this process. Slow subscribers lose the oldest changes
-    rather than stall publishers (bounded queues)."""
+    rather than stall publishers (bounded queues). The shared brokers use it for their local
+    fan-out."""
 
     queue_size = 1000
 
     def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[EventChange]] = set()
+        self._queues: set[asyncio.Queue[EventChange | None]] = set()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._queues)
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
+        for queue in list(self._queues):
+            # None ends the subscriber's stream.
+            _put_dropping_oldest(queue, None)
         self._queues.clear()
 
     async def publish(self, change: EventChange) -> None:
@@ -82,20 +110,28 @@ class MemoryBroker:
 
     def deliver(self, change: EventChange) -> None:
         for queue in list(self._queues):
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(change)
+            _put_dropping_oldest(queue, change)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[EventChange]]:
-        queue: asyncio.Queue[EventChange] = asyncio.Queue(self.queue_size)
+        queue: asyncio.Queue[EventChange | None] = asyncio.Queue(self.queue_size)
         self._queues.add(queue)
         try:
             yield _drain(queue)
         finally:
+            # Runs when the subscription ends for any reason (client gone, task cancelled), so a
+            # disconnected client leaves no queue behind.
             self._queues.discard(queue)
 
 
-async def _drain(queue: asyncio.Queue[EventChange]) -> AsyncIterator[EventChange]:
-    while True:
-        yield await queue.get()
+def _put_dropping_oldest(
+    queue: asyncio.Queue[EventChange | None], item: EventChange | None
+) -> None:
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
+
+
+async def _drain(queue: asyncio.Queue[EventChange | None]) -> AsyncIterator[EventChange]:
+    while (change := await queue.get()) is not None:
+        yield change

@@ -8,6 +8,7 @@ from sqlalchemy import Select
 
 from hub import pagination
 from hub.api.context import Info
+from hub.api.ids import to_global_id
 from hub.events.geo import wgs84_to_gcj02
 
 T = TypeVar("T")
@@ -15,7 +16,11 @@ T = TypeVar("T")
 
 @strawberry.interface(description="An object with a global id, fetchable through `node(id:)`.")
 class Node:
-    id: strawberry.ID
+    @strawberry.field(description="Opaque global id; `node(id:)` fetches the object back.")
+    @staticmethod
+    def id(root: strawberry.Parent[Any]) -> strawberry.ID:
+        # Roots are ORM rows whose class names are the GraphQL type names (a test holds this).
+        return to_global_id(type(root).__name__, root.id)
 
 
 @strawberry.enum

@@ -9,7 +9,6 @@ from strawberry import Parent
 
 from hub import models
 from hub.api.context import Info
-from hub.api.ids import to_global_id
 from hub.api.types.common import Coordinates, CoordinateSystem, Node, coordinates
 from hub.api.types.org import DepartmentType, GridType, MemberType
 from hub.api.types.residents import ResidentType
@@ -88,11 +87,6 @@ class EventType(Node):
     closed_at: datetime | None
     updated_at: datetime
     version: int
-
-    @strawberry.field
-    @staticmethod
-    def id(root: Parent[models.Event]) -> strawberry.ID:
-        return to_global_id("Event", root.id)
 
     @strawberry.field
     @staticmethod

@@ -9,7 +9,6 @@ from strawberry import Parent
 
 from hub import models
 from hub.api.context import Info
-from hub.api.ids import to_global_id
 from hub.api.types.common import Node
 from hub.api.types.org import DepartmentType, GridType
 
@@ -33,11 +32,6 @@ class FeedbackType(Node):
     response: str | None
     created_at: datetime
     responded_at: datetime | None
-
-    @strawberry.field
-    @staticmethod
-    def id(root: Parent[models.Feedback]) -> strawberry.ID:
-        return to_global_id("Feedback", root.id)
 
     @strawberry.field
     @staticmethod

@@ -9,7 +9,6 @@ from strawberry import Parent
 
 from hub import models
 from hub.api.context import Info
-from hub.api.ids import to_global_id
 from hub.api.types.common import Node
 from hub.api.types.org import DepartmentType, GridType
 
@@ -28,11 +27,6 @@ class NoticeType(Node):
     created_at: datetime
     published_at: datetime | None
     retracted_at: datetime | None
-
-    @strawberry.field
-    @staticmethod
-    def id(root: Parent[models.Notice]) -> strawberry.ID:
-        return to_global_id("Notice", root.id)
 
     @strawberry.field
     @staticmethod

@@ -10,7 +10,6 @@ from strawberry.scalars import JSON
 
 from hub import models
 from hub.api.context import Info
-from hub.api.ids import to_global_id
 from hub.api.types.common import Coordinates, CoordinateSystem, Node, coordinates
 from hub.grids.service import ancestor_codes
 
@@ -20,11 +19,6 @@ class DepartmentType(Node):
     code: str
     name: str
     name_en: str
-
-    @strawberry.field
-    @staticmethod
-    def id(root: Parent[models.Department]) -> strawberry.ID:
-        return to_global_id("Department", root.id)
 
     @classmethod
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
@@ -40,11 +34,6 @@ class GridType(Node):
     name: str
     level: str
     depth: int
-
-    @strawberry.field
-    @staticmethod
-    def id(root: Parent[models.Grid]) -> strawberry.ID:
-        return to_global_id("Grid", root.id)
 
     @strawberry.field(description="The codes from the root down to this grid, this one last.")
     @staticmethod
@@ -86,11 +75,6 @@ class MemberType(Node):
     phone: str
     is_party_member: bool
     role: str
-
-    @strawberry.field
-    @staticmethod
-    def id(root: Parent[models.Member]) -> strawberry.ID:
-        return to_global_id("Member", root.id)
 
     @strawberry.field
     @staticmethod

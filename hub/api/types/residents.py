@@ -9,7 +9,6 @@ from strawberry import Parent
 
 from hub import models
 from hub.api.context import Info
-from hub.api.ids import to_global_id
 from hub.api.types.common import Node
 from hub.api.types.org import GridType
 
@@ -39,11 +38,6 @@ class ResidentType(Node):
     health_notes: str | None
     created_at: datetime
     updated_at: datetime
-
-    @strawberry.field
-    @staticmethod
-    def id(root: Parent[models.Resident]) -> strawberry.ID:
-        return to_global_id("Resident", root.id)
 
     @strawberry.field
     @staticmethod
