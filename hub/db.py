@@ -57,7 +57,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def path_string(length: int) -> String:
     """A string compared byte by byte, so materialised-path range scans use the index on PG too."""
-    return String(length).with_variant(String(length, collation="C"), "postgresql")  # type: ignore[return-value]
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 def utcnow() -> datetime:

@@ -19,7 +19,7 @@ from hub.grids import service as grids
 from hub.residents import service as residents
 
 
-async def grid_ids(session: AsyncSession, code: str | None) -> Select[tuple[int]] | None:
+async def grid_ids(session: AsyncSession, code: str | None) -> Select[int] | None:
     return None if code is None else await grids.subtree_ids(session, code=code)
 
 
@@ -67,7 +67,7 @@ async def event_filter(session: AsyncSession, given: EventFilter | None) -> even
     _need_zone(given.reported_before, field="reportedBefore")
     return events.EventFilter(
         grid_ids=await grid_ids(session, given.in_grid),
-        statuses=tuple(s.value for s in given.status or ()),
+        statuses=tuple(str(s) for s in given.status or ()),  # Status is a StrEnum
         categories=tuple(c.value for c in given.category or ()),
         severities=tuple(s.value for s in given.severity or ()),
         department_id=department_id,

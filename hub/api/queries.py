@@ -169,7 +169,7 @@ class Query:
         model = NODE_MODELS.get(type_name)
         if model is None:
             raise NotFound("object not found")
-        return await fetch_one(info, model, model.id == pk, type_name.lower())  # type: ignore[no-any-return]
+        return await fetch_one(info, model, model.id == pk, type_name.lower())
 
     # grids
     @strawberry.field(description="A grid by id or code.")
@@ -180,7 +180,7 @@ class Query:
         condition = (
             models.Grid.id == pk_of(id, "Grid") if id is not None else models.Grid.code == code
         )
-        return await fetch_one(info, models.Grid, condition, "grid")  # type: ignore[no-any-return]
+        return await fetch_one(info, models.Grid, condition, "grid")
 
     @strawberry.field
     async def grids(
@@ -224,7 +224,7 @@ class Query:
     @strawberry.field
     async def department(self, info: Info, code: str) -> DepartmentType | None:
         condition = models.Department.code == code
-        return await fetch_one(info, models.Department, condition, "department")  # type: ignore[no-any-return]
+        return await fetch_one(info, models.Department, condition, "department")
 
     @strawberry.field
     async def departments(
@@ -251,7 +251,7 @@ class Query:
     @strawberry.field
     async def member(self, info: Info, id: strawberry.ID) -> MemberType | None:
         condition = models.Member.id == pk_of(id, "Member")
-        return await fetch_one(info, models.Member, condition, "member")  # type: ignore[no-any-return]
+        return await fetch_one(info, models.Member, condition, "member")
 
     @strawberry.field
     async def members(
@@ -290,7 +290,7 @@ class Query:
     @strawberry.field
     async def resident(self, info: Info, id: strawberry.ID) -> ResidentType | None:
         condition = models.Resident.id == pk_of(id, "Resident")
-        return await fetch_one(info, models.Resident, condition, "resident")  # type: ignore[no-any-return]
+        return await fetch_one(info, models.Resident, condition, "resident")
 
     @strawberry.field
     async def residents(
@@ -330,7 +330,7 @@ class Query:
         condition = (
             models.Event.id == pk_of(id, "Event") if id is not None else models.Event.code == code
         )
-        return await fetch_one(info, models.Event, condition, "event")  # type: ignore[no-any-return]
+        return await fetch_one(info, models.Event, condition, "event")
 
     @strawberry.field
     async def events(
@@ -363,7 +363,7 @@ class Query:
     @strawberry.field
     async def notice(self, info: Info, id: strawberry.ID) -> NoticeType | None:
         condition = models.Notice.id == pk_of(id, "Notice")
-        return await fetch_one(info, models.Notice, condition, "notice")  # type: ignore[no-any-return]
+        return await fetch_one(info, models.Notice, condition, "notice")
 
     @strawberry.field
     async def notices(
@@ -411,7 +411,7 @@ class Query:
             condition = models.Feedback.id == pk_of(id, "Feedback")
         else:
             condition = models.Feedback.tracking_code == (tracking_code or "").strip().upper()
-        return await fetch_one(info, models.Feedback, condition, "feedback")  # type: ignore[no-any-return]
+        return await fetch_one(info, models.Feedback, condition, "feedback")
 
     @strawberry.field
     async def feedback_list(

@@ -77,7 +77,7 @@ class EventReport:
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    grid_ids: Select[tuple[int]] | None = None
+    grid_ids: Select[int] | None = None
     statuses: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     severities: tuple[str, ...] = ()

@@ -30,7 +30,7 @@ def new_tracking_code() -> str:
 class FeedbackFilter:
     statuses: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
-    grid_ids: Select[tuple[int]] | None = None
+    grid_ids: Select[int] | None = None
 
 
 def list_statement(filter: FeedbackFilter) -> Select[Any]:

@@ -34,7 +34,7 @@ async def resolve_code(session: AsyncSession, *, code: str, field: str = "inGrid
     return grid
 
 
-async def subtree_ids(session: AsyncSession, *, code: str) -> Select[tuple[int]]:
+async def subtree_ids(session: AsyncSession, *, code: str) -> Select[int]:
     """A sub-select of the ids of the grid `code` and everything under it."""
     grid = await resolve_code(session, code=code)
     return select(Grid.id).where(subtree_of(grid.path))

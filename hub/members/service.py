@@ -10,7 +10,7 @@ from hub.members.models import Member, member_grids
 
 @dataclass(frozen=True, slots=True)
 class MemberFilter:
-    grid_ids: Select[tuple[int]] | None = None
+    grid_ids: Select[int] | None = None
     department_id: int | None = None
     is_party_member: bool | None = None
 

@@ -21,7 +21,7 @@ STATUSES = frozenset({"draft", "published", "retracted"})
 @dataclass(frozen=True, slots=True)
 class NoticeFilter:
     statuses: tuple[str, ...] = ()
-    grid_ids: Select[tuple[int]] | None = None
+    grid_ids: Select[int] | None = None
     department_id: int | None = None
 
 

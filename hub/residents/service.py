@@ -35,7 +35,7 @@ KNOWN_TAGS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class ResidentFilter:
-    grid_ids: Select[tuple[int]] | None = None
+    grid_ids: Select[int] | None = None
     tag: str | None = None
     gender: str | None = None
     born_after: date | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from strawberry import Parent
@@ -50,7 +50,7 @@ class GridType(Node):
     @strawberry.field(description="The grid's boundary as a GeoJSON geometry in WGS84.")
     @staticmethod
     def boundary(root: Parent[models.Grid]) -> JSON | None:
-        return root.boundary
+        return cast(JSON | None, root.boundary)
 
     @strawberry.field
     @staticmethod
