@@ -159,7 +159,12 @@ def _request_error_status(errors: Iterable[Any]) -> int:
     codes = {
         (error.get("extensions") or {}).get("code") for error in errors if isinstance(error, dict)
     }
-    return 500 if "INTERNAL_SERVER_ERROR" in codes else 400
+    if "INTERNAL_SERVER_ERROR" in codes:
+        return 500
+    # The server ran out of its time budget: not the client's fault, and worth a retry later.
+    if "TIMEOUT" in codes:
+        return 504
+    return 400
 
 
 def _error_body(message: str, code: str) -> dict[str, Any]:
