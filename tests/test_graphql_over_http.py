@@ -239,6 +239,18 @@ async def test_unknown_operation_name_is_a_validation_error(client: httpx.AsyncC
     assert _code(response) == "GRAPHQL_VALIDATION_FAILED"
 
 
+async def test_several_operations_need_an_operation_name(client: httpx.AsyncClient) -> None:
+    document = "query A { a: __typename } query B { b: __typename }"
+    response = await client.post(
+        "/graphql", json={"query": document}, headers={"accept": GRAPHQL_RESPONSE_JSON}
+    )
+    assert response.status_code == 400
+    assert _code(response) == "GRAPHQL_VALIDATION_FAILED"
+    assert "data" not in response.json()
+    named = await client.post("/graphql", json={"query": document, "operationName": "B"})
+    assert named.json() == {"data": {"b": "Query"}}
+
+
 @pytest.mark.parametrize(
     ("content_type", "body", "status", "code"),
     [
