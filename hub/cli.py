@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from datetime import datetime
 
 import click
 
@@ -36,14 +37,38 @@ def main() -> None:
 @click.option(
     "--seed", default=7, show_default=True, help="Random seed: the same seed, the same data."
 )
-def demo(database_url: str | None, residents: int, seed: int) -> None:
+@click.option(
+    "--reset", is_flag=True, help="Delete every row first (a database with data is refused)."
+)
+@click.option(
+    "--anchor",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The day the data is 'as of' (default today, UTC): the same seed and anchor reproduce "
+    "the same rows on any day.",
+)
+def demo(
+    database_url: str | None, residents: int, seed: int, reset: bool, anchor: datetime | None
+) -> None:
     """Create or migrate the database and load deterministic demo data."""
     from hub.demo.loader import load_demo
+    from hub.errors import GridHubError
     from hub.migrate import upgrade
 
     settings = _settings(database_url)
     asyncio.run(upgrade(settings.database_url))
-    summary = asyncio.run(load_demo(settings.database_url, residents=residents, seed=seed))
+    try:
+        summary = asyncio.run(
+            load_demo(
+                settings.database_url,
+                residents=residents,
+                seed=seed,
+                reset=reset,
+                anchor=anchor.date() if anchor else None,
+            )
+        )
+    except GridHubError as error:
+        raise click.ClickException(f"{error.message} [{error.code}]") from None
     click.echo(summary)
 
 
