@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 import strawberry
@@ -50,16 +51,8 @@ class ResidentInput:
     health_notes: str | None = None
 
     def changes(self) -> residents.ResidentChanges:
-        return residents.ResidentChanges(
-            name=self.name,
-            id_number=self.id_number,
-            phone=self.phone,
-            address=self.address,
-            household_code=self.household_code,
-            grid_code=self.grid_code,
-            tags=self.tags,
-            health_notes=self.health_notes,
-        )
+        # The input's fields are the service's, one for one: None leaves a field unchanged.
+        return residents.ResidentChanges(**dataclasses.asdict(self))
 
 
 @strawberry.input
