@@ -202,7 +202,9 @@ async def test_expected_errors_leave_no_personal_data_in_the_logs(
     # Neither may reach a log line (strawberry logs every error unless told otherwise).
     id_number = "110105195001010019"
     caplog.set_level(logging.DEBUG)
-    first = await gql.error("query($n: Int) { residents(first: $n) { totalCount } }", {"n": id_number})
+    first = await gql.error(
+        "query($n: Int) { residents(first: $n) { totalCount } }", {"n": id_number}
+    )
     assert first["extensions"]["code"] == "BAD_USER_INPUT"
     second = await gql.error(
         'mutation { createResident(input: {name: "张三", idNumber: "110105195001010019", address: "x", gridCode: "G1"}) { id } }'
