@@ -33,19 +33,28 @@ def _seconds_pg(element: seconds_between, compiler: Any, **kw: Any) -> str:
 
 
 class year_month(FunctionElement[str]):
-    """'YYYY-MM' of a UTC timestamp."""
+    """'YYYY-MM' of a UTC timestamp at a fixed UTC offset:
+    year_month(column, literal_column(str(minutes)))."""
 
     type = String()
     inherit_cache = True
     name = "year_month"
 
 
+def _month_parts(element: year_month, compiler: Any, **kw: Any) -> tuple[str, int]:
+    value, offset = list(element.clauses)
+    # The offset must be a literal_column: its text is part of SQLAlchemy's statement cache
+    # key, whereas a bound literal's value is not, and the compiled SQL inlines the number.
+    return compiler.process(value, **kw), int(offset.name)
+
+
 @compiles(year_month, "sqlite")
 def _month_sqlite(element: year_month, compiler: Any, **kw: Any) -> str:
-    return f"strftime('%Y-%m', {compiler.process(next(iter(element.clauses)), **kw)})"
+    value, minutes = _month_parts(element, compiler, **kw)
+    return f"strftime('%Y-%m', {value}, '{minutes:+d} minutes')"
 
 
 @compiles(year_month, "postgresql")
 def _month_pg(element: year_month, compiler: Any, **kw: Any) -> str:
-    value = compiler.process(next(iter(element.clauses)), **kw)
-    return f"to_char({value} AT TIME ZONE 'UTC', 'YYYY-MM')"
+    value, minutes = _month_parts(element, compiler, **kw)
+    return f"to_char(({value} AT TIME ZONE 'UTC') + interval '{minutes:d} minutes', 'YYYY-MM')"

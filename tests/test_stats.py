@@ -97,21 +97,31 @@ def dimension(event: Event, name: str, grids: dict[int, Grid], level: str | None
     return getattr(event, name)
 
 
-COUNTS = """query($by: [EventDimension!]!, $level: String, $filter: EventFilter) {
-  stats { eventCounts(groupBy: $by, gridLevel: $level, filter: $filter) {
+ENUM_DIMENSIONS = {"category", "status", "severity"}
+COUNTS = """query($by: [EventDimension!]!, $level: String, $filter: EventFilter, $offset: Int! = 0) {
+  stats { eventCounts(groupBy: $by, gridLevel: $level, filter: $filter, utcOffsetMinutes: $offset) {
     count category status severity month grid { code }
   } }
 }"""
 
 
 async def event_counts(
-    gql: GraphQLClient, by: list[str], level: str | None = None, filter: Any = None
+    gql: GraphQLClient,
+    by: list[str],
+    level: str | None = None,
+    filter: Any = None,
+    offset: int = 0,
 ) -> Counter[tuple[Any, ...]]:
-    data = await gql.data(COUNTS, {"by": [b.upper() for b in by], "level": level, "filter": filter})
+    variables = {"by": [b.upper() for b in by], "level": level, "filter": filter, "offset": offset}
+    data = await gql.data(COUNTS, variables)
     found: Counter[tuple[Any, ...]] = Counter()
     for row in data["stats"]["eventCounts"]:
         key = tuple(
-            (row["grid"]["code"] if row["grid"] else None) if d == "grid" else row[d] for d in by
+            (row["grid"]["code"] if row["grid"] else None)
+            if d == "grid"
+            # Enum dimensions come as GraphQL enum names; the rows hold the lowercase values.
+            else (row[d].lower() if d in ENUM_DIMENSIONS else row[d])
+            for d in by
         )
         assert key not in found, f"group {key} twice"
         # Dimensions not grouped by stay unset.
@@ -150,11 +160,35 @@ async def test_event_counts_match_the_rows(gql: GraphQLClient, db: Database, spr
         assert await event_counts(gql, by, level) == expected, (by, level)
 
 
-async def test_months_are_utc(gql: GraphQLClient, db: Database, spread: None) -> None:
-    months = await event_counts(gql, ["month"])
-    assert set(months) == {("2023-12",), ("2024-01",), ("2024-02",), ("2024-03",)}
-    # Events at 2024-02-29T20:00Z are February, though already March in Beijing.
-    assert months[("2024-02",)] == sum(1 for n in range(29) if n % 5 in (1, 2))
+async def test_months_follow_the_requested_clock(
+    gql: GraphQLClient, db: Database, spread: None
+) -> None:
+    in_utc = await event_counts(gql, ["month"])
+    assert set(in_utc) == {("2023-12",), ("2024-01",), ("2024-02",), ("2024-03",)}
+    # Events at 2024-02-29T20:00Z are February in UTC, but already March in Beijing.
+    assert in_utc[("2024-02",)] == sum(1 for n in range(29) if n % 5 in (1, 2))
+    # In Beijing (UTC+8) each of TIMES moves: Jan 31 23:59:59Z is Feb 1, Feb 29 20:00Z is
+    # Mar 1, and Dec 31 23:00Z is New Year's Day.
+    in_beijing = await event_counts(gql, ["month"], offset=480)
+    beijing_month = {0: "2024-02", 1: "2024-02", 2: "2024-03", 3: "2024-03", 4: "2024-01"}
+    expected = Counter((beijing_month[n % 5],) for n in range(29))
+    assert in_beijing == expected
+
+
+async def test_months_default_to_beijing_time(
+    gql: GraphQLClient, db: Database, spread: None
+) -> None:
+    data = await gql.data("{ stats { eventCounts(groupBy: [MONTH]) { month count } } }")
+    months = {row["month"]: row["count"] for row in data["stats"]["eventCounts"]}
+    assert months == {k[0]: v for k, v in (await event_counts(gql, ["month"], offset=480)).items()}
+
+
+async def test_an_impossible_offset_is_refused(gql: GraphQLClient, world: World) -> None:
+    error = await gql.error(
+        "{ stats { eventCounts(groupBy: [MONTH], utcOffsetMinutes: 900) { count } } }"
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["field"] == "utcOffsetMinutes"
 
 
 async def test_event_counts_follow_filters(gql: GraphQLClient, db: Database, spread: None) -> None:

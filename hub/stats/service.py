@@ -5,16 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from hub.errors import BadUserInput
 from hub.events.models import Event
 from hub.grids.models import PATH_END, Grid
 from hub.residents.models import Resident, ResidentTag
 from hub.sqlfuncs import seconds_between, year_month
 
 EVENT_DIMENSIONS = ("category", "status", "severity", "month", "grid")
+# Months are counted on the reporting clock, not in UTC: an event at 2024-02-29T20:00Z belongs to
+# March in Beijing. China keeps one offset all year, so minutes suffice (no DST rules needed).
+CHINA_STANDARD_TIME_MINUTES = 8 * 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,15 +32,24 @@ class EventCount:
 
 
 async def event_counts(
-    session: AsyncSession, *, events: Select[Any], by: list[str], grid_level: str | None
+    session: AsyncSession,
+    *,
+    events: Select[Any],
+    by: list[str],
+    grid_level: str | None,
+    utc_offset_minutes: int = CHINA_STANDARD_TIME_MINUTES,
 ) -> list[EventCount]:
+    if not -12 * 60 <= utc_offset_minutes <= 14 * 60:
+        raise BadUserInput(
+            "UTC offset must be between -720 and 840 minutes", field="utcOffsetMinutes"
+        )
     scoped = events.subquery()
     source = aliased(Event, scoped)
     columns: dict[str, Any] = {
         "category": source.category,
         "status": source.status,
         "severity": source.severity,
-        "month": year_month(source.reported_at),
+        "month": year_month(source.reported_at, literal_column(str(int(utc_offset_minutes)))),
     }
     selected = [columns[d].label(d) for d in by if d != "grid"]
     statement = select(*selected, func.count().label("count")).select_from(scoped)

@@ -4,14 +4,17 @@ never include a row the viewer could not list."""
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
 import strawberry
 
 from hub import models
 from hub.api.context import Info
 from hub.api.filters import EventFilter, ResidentFilter, event_filter, resident_filter
+from hub.api.types.events import EventCategory, EventStatus, Severity
 from hub.api.types.org import GridType
 from hub.events import service as events
+from hub.events.states import Status
 from hub.residents import service as residents
 from hub.stats import service as stats
 
@@ -28,10 +31,12 @@ class EventDimension(Enum):
 @strawberry.type(description="A count of events; only the dimensions grouped by are set.")
 class EventCount:
     count: int
-    category: str | None
-    status: str | None
-    severity: str | None
-    month: str | None = strawberry.field(description="YYYY-MM of the report time, in UTC.")
+    category: EventCategory | None
+    status: EventStatus | None  # type: ignore[valid-type]
+    severity: Severity | None
+    month: str | None = strawberry.field(
+        description="YYYY-MM of the report time at the requested UTC offset (default +08:00)."
+    )
     grid_id: strawberry.Private[int | None]
 
     @strawberry.field
@@ -77,6 +82,12 @@ class Stats:
         group_by: list[EventDimension],
         filter: EventFilter | None = None,
         grid_level: str | None = None,
+        utc_offset_minutes: Annotated[
+            int,
+            strawberry.argument(
+                description="The clock MONTH is counted on, in minutes east of UTC (480: Beijing)."
+            ),
+        ] = stats.CHINA_STANDARD_TIME_MINUTES,
     ) -> list[EventCount]:
         async with info.context.db.reader() as session:
             domain_filter = await event_filter(session, filter)
@@ -86,13 +97,14 @@ class Stats:
                 events=scoped,
                 by=list(dict.fromkeys(d.value for d in group_by)),
                 grid_level=grid_level,
+                utc_offset_minutes=utc_offset_minutes,
             )
         return [
             EventCount(
                 count=r.count,
-                category=r.category,
-                status=r.status,
-                severity=r.severity,
+                category=EventCategory(r.category) if r.category else None,
+                status=Status(r.status) if r.status else None,
+                severity=Severity(r.severity) if r.severity else None,
                 month=r.month,
                 grid_id=r.grid_id,
             )
