@@ -14,7 +14,12 @@ class Event(Base):
         Index("ix_events_status_id", "status", "id"),
         Index("ix_events_grid_id_id", "grid_id", "id"),
         Index("ix_events_department_id_id", "department_id", "id"),
+        # Keyset orderings (sort column, id), see pagination.fetch_page.
         Index("ix_events_reported_at_id", "reported_at", "id"),
+        Index("ix_events_updated_at_id", "updated_at", "id"),
+        # The overdue filter: open statuses with a past deadline. Leading with status skips
+        # the closed events that pile up over the years, whose deadlines have all passed.
+        Index("ix_events_status_deadline", "status", "deadline"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -15,7 +15,14 @@ PATH_END = "~"
 
 class Grid(Base):
     __tablename__ = "grids"
-    __table_args__ = (Index("ix_grids_path", "path"),)
+    __table_args__ = (
+        # Serves subtree range scans on path and the keyset ordering PATH (path, id). It keeps
+        # its first name, which grids.service refers to, although it now holds id too.
+        Index("ix_grids_path", "path", "id"),
+        # The keyset ordering CODE. SQLite orders (code, id) by the unique index on code alone;
+        # PostgreSQL does not know that code is unique there and would sort.
+        Index("ix_grids_code_id", "code", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)

@@ -17,7 +17,10 @@ notice_grids = Table(
 
 class Notice(Base):
     __tablename__ = "notices"
-    __table_args__ = (Index("ix_notices_status_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_notices_status_id", "status", "id"),
+        Index("ix_notices_created_at_id", "created_at", "id"),  # keyset ordering CREATED_AT
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(200))

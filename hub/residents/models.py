@@ -10,7 +10,14 @@ from hub.db import Base, UTCDateTime, utcnow
 
 class Resident(Base):
     __tablename__ = "residents"
-    __table_args__ = (Index("ix_residents_grid_id_id", "grid_id", "id"),)
+    __table_args__ = (
+        Index("ix_residents_grid_id_id", "grid_id", "id"),
+        # One (sort column, id) index per keyset ordering the API offers: a page reads
+        # LIMIT + 1 index entries instead of sorting the table (pagination.fetch_page).
+        Index("ix_residents_name_id", "name", "id"),
+        Index("ix_residents_birth_date_id", "birth_date", "id"),
+        Index("ix_residents_updated_at_id", "updated_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(50))
