@@ -469,6 +469,33 @@ async def test_resident_orderings(gql: GraphQLClient, db: Database, world: World
             assert got == expected, (field, direction)
 
 
+async def test_resident_updated_at_moves_when_only_tags_change(
+    gql: GraphQLClient, world: World
+) -> None:
+    rid = to_global_id("Resident", world.residents[0].id)
+    update = (
+        "mutation($id: ID!, $tags: [String!]!) { updateResident(id: $id, input: {tags: $tags}) "
+        "{ id } }"
+    )
+    read = "query($id: ID!) { resident(id: $id) { tags updatedAt } }"
+
+    async def state() -> tuple[list[str], datetime]:
+        resident = (await gql.data(read, {"id": rid}))["resident"]
+        return sorted(resident["tags"]), datetime.fromisoformat(resident["updatedAt"])
+
+    tags, before = await state()
+    changed = sorted({"pregnant", "veteran"} ^ set(tags))
+    await gql.data(update, {"id": rid, "tags": changed})
+    tags_after, after = await state()
+    assert tags_after == changed and after > before
+    # The same tags again change nothing, so the resident was not updated.
+    await gql.data(update, {"id": rid, "tags": [" " + t for t in reversed(changed)]})
+    assert await state() == (changed, after)
+    # Ordering by UPDATED_AT sees the change: the resident is now the most recently updated.
+    newest = await listed(gql, "residents", "orderBy: {field: UPDATED_AT, direction: DESC}")
+    assert newest[0] == rid
+
+
 def test_node_ids_name_the_graphql_type() -> None:
     # Node.id builds the global id from the ORM class name; node(id:) maps it back through
     # NODE_MODELS. Both only agree while each model is named like its GraphQL type.

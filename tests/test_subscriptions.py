@@ -277,6 +277,43 @@ async def test_filters_order_and_content(database_url: str, world: World) -> Non
             assert all(c["event"]["version"] >= c["version"] for c in all_changes)
 
 
+async def test_a_redispatch_reaches_both_departments(database_url: str, world: World) -> None:
+    """The department an event is taken from hears of the re-dispatch (and then no more); the
+    department it goes to hears from the re-dispatch onward."""
+    with live_server(database_url) as server:
+        async with (
+            httpx.AsyncClient(base_url=server.url) as http,
+            WSClient.connect(server.ws_url) as ws,
+        ):
+            health = await ws.subscribe(departmentCode="health")
+            civil = await ws.subscribe(departmentCode="civil_affairs")
+            events = Events(over_http(http))
+            await until_live([health], lambda: events.warm_up("health"))
+            await until_live([civil], lambda: events.warm_up("civil_affairs"))
+
+            event_id = await events.report("G1")
+            await events.act(ACCEPT, event_id)
+            await events.act(DISPATCH, event_id, department="health")
+            await events.act(DISPATCH, event_id, department="civil_affairs")
+            await events.act(START, event_id)
+            assert [action for _, action, _ in events.made] == [
+                "report",
+                "accept",
+                "dispatch",
+                "dispatch",
+                "start",
+            ]
+
+            health_changes, civil_changes = await asyncio.gather(
+                health.changes(2), civil.changes(2)
+            )
+            assert seen(health_changes) == [(event_id, "dispatch", 3), (event_id, "dispatch", 4)]
+            assert seen(civil_changes) == [(event_id, "dispatch", 4), (event_id, "start", 5)]
+            # The event is re-read on delivery, after the re-dispatch committed: health's last
+            # sight of it shows where it went.
+            assert health_changes[-1]["event"]["department"] == {"code": "civil_affairs"}
+
+
 async def test_errors_arrive_as_protocol_errors(database_url: str, world: World) -> None:
     with live_server(database_url) as server:
         async with WSClient.connect(server.ws_url) as ws:
@@ -373,13 +410,13 @@ class Workers:
         for pid in self._pids():
             try:
                 fds = os.listdir(f"/proc/{pid}/fd")
-            except (FileNotFoundError, PermissionError):
+            except (FileNotFoundError, PermissionError, ProcessLookupError):
                 continue
             for fd in fds:
                 try:
                     if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
                         return pid
-                except (FileNotFoundError, PermissionError):
+                except (FileNotFoundError, PermissionError, ProcessLookupError):
                     continue
         raise LookupError(f"no worker holds the connection from port {client_port}")
 
@@ -400,10 +437,11 @@ class Workers:
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
+            # A process may exit between listing and reading (ProcessLookupError, ESRCH).
             try:
                 with open(f"/proc/{entry}/stat") as stat:
                     fields = stat.read().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, PermissionError):
+            except (FileNotFoundError, PermissionError, ProcessLookupError):
                 continue
             if int(fields[2]) == self.group:  # pgrp
                 pids.append(int(entry))
@@ -546,7 +584,7 @@ async def test_grid_created_after_subscribing_joins_its_subtree(
         await until_live([street], events.warm_up)
         await until_live([other_street], lambda: events.warm_up(grid="G4"))
         async with db.transaction() as session:
-            parent = await grids.get_by_code(session, code="C2")
+            parent = await grids.resolve_code(session, code="C2")
             await grids.create(session, code="G5", name="第5网格", level="grid", parent=parent)
         in_new_grid = await events.report("G5")
         elsewhere = await events.report("G4")

@@ -81,7 +81,7 @@ async def _transition(
 ) -> Event:
     context = info.context
     async with context.db.transaction() as session:
-        event = await events.transition(
+        event, change = await events.transition_with_change(
             session,
             event_id=pk_of(id, "Event"),
             action=action,
@@ -90,7 +90,6 @@ async def _transition(
             department_code=department_code,
             deadline=deadline,
         )
-        change = EventChange.of(event, action.value)
     await context.broker.publish(change)
     return event
 

@@ -410,7 +410,9 @@ class Query:
         if id is not None:
             condition = models.Feedback.id == pk_of(id, "Feedback")
         else:
-            condition = models.Feedback.tracking_code == (tracking_code or "").strip().upper()
+            condition = models.Feedback.tracking_code == feedback.normalise_tracking_code(
+                tracking_code or ""
+            )
         return await fetch_one(info, models.Feedback, condition, "feedback")
 
     @strawberry.field

@@ -5,16 +5,19 @@ Delivery follows hub.events.changes: changes committed after the subscription st
 from whichever worker or host made them; not durable. Arguments are checked before the stream
 starts, so a bad `inGrid` or `departmentCode` fails the operation with a protocol "error" message
 (extensions.code BAD_USER_INPUT) rather than a `next` carrying errors.
+
+A `departmentCode` feed gets the changes of events dispatched to that department, and also the
+re-dispatch that hands one of them to another department (its last change for that feed).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import strawberry
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from hub import models
 from hub.api.context import Context, Info
@@ -43,15 +46,10 @@ class EventChangeType:
 
 @dataclass(slots=True)
 class ChangeFilter:
-    """Which changes a subscription wants. The grid subtree is read once at subscribe time; a
-    grid created later is classified on its first change and remembered."""
+    """Which changes a subscription wants: a department's, and/or a grid subtree's."""
 
     department_id: int | None = None
-    grid_path: str | None = None
-    inside: set[int] = field(default_factory=set)
-    # Grids that existed at subscribe time have ids up to this; any not `inside` are outside.
-    known_up_to: int = 0
-    new_outside: set[int] = field(default_factory=set)
+    subtree: grids.Subtree | None = None
 
     @classmethod
     async def build(
@@ -60,31 +58,27 @@ class ChangeFilter:
         selection = cls()
         async with context.db.reader() as session:
             if in_grid is not None:
-                root = await grids.resolve_code(session, code=in_grid)
-                selection.grid_path = root.path
-                subtree = select(models.Grid.id).where(grids.subtree_of(root.path))
-                selection.inside = set((await session.scalars(subtree)).all())
-                selection.known_up_to = await session.scalar(select(func.max(models.Grid.id))) or 0
+                selection.subtree = await grids.Subtree.load(session, code=in_grid)
             if department_code is not None:
                 department = await departments.resolve_code(session, code=department_code)
                 selection.department_id = department.id
         return selection
 
     async def matches(self, context: Context, change: EventChange) -> bool:
-        if self.department_id is not None and change.department_id != self.department_id:
+        # A department's feed also gets the re-dispatch that hands its event to another
+        # department: the last it hears of the event, and the reason it stops hearing.
+        if self.department_id is not None and self.department_id not in (
+            change.department_id,
+            change.previous_department_id,
+        ):
             return False
-        if self.grid_path is None or change.grid_id in self.inside:
+        if self.subtree is None:
             return True
-        if change.grid_id <= self.known_up_to or change.grid_id in self.new_outside:
-            return False
-        async with context.db.reader() as session:
-            found = await session.scalar(
-                select(models.Grid.id).where(
-                    models.Grid.id == change.grid_id, grids.subtree_of(self.grid_path)
-                )
-            )
-        (self.inside if found is not None else self.new_outside).add(change.grid_id)
-        return found is not None
+        inside = self.subtree.known(change.grid_id)
+        if inside is None:
+            async with context.db.reader() as session:
+                inside = await self.subtree.classify(session, change.grid_id)
+        return inside
 
 
 async def _stream(

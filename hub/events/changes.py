@@ -50,9 +50,15 @@ class EventChange:
     grid_id: int
     department_id: int | None
     at: datetime
+    # The department the event had before this change, when the change moved it elsewhere (a
+    # re-dispatch): that department's subscribers see the event leave. Defaulted, so a change
+    # published by an older process still parses.
+    previous_department_id: int | None = None
 
     @classmethod
-    def of(cls, event: Event, action: str) -> EventChange:
+    def of(
+        cls, event: Event, action: str, *, previous_department_id: int | None = None
+    ) -> EventChange:
         return cls(
             event_id=event.id,
             action=action,
@@ -61,6 +67,9 @@ class EventChange:
             grid_id=event.grid_id,
             department_id=event.department_id,
             at=event.updated_at,
+            previous_department_id=(
+                previous_department_id if previous_department_id != event.department_id else None
+            ),
         )
 
     def to_json(self) -> bytes:

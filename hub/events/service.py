@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -15,6 +15,7 @@ from hub import validation
 from hub.db import utcnow
 from hub.departments import service as departments
 from hub.errors import BadUserInput, Conflict, NotFound
+from hub.events.changes import EventChange
 from hub.events.geo import gcj02_to_wgs84
 from hub.events.models import Event, EventTransition
 from hub.events.states import OPEN_STATUSES, TRANSITIONS, Action, Status, next_status
@@ -104,10 +105,22 @@ def list_statement(filter: EventFilter) -> Select[Any]:
     if filter.reported_before is not None:
         statement = statement.where(Event.reported_at < filter.reported_before)
     if filter.overdue_at is not None:
-        statement = statement.where(
-            Event.deadline < filter.overdue_at, Event.status.in_([s.value for s in OPEN_STATUSES])
-        )
+        statement = statement.where(overdue_clause(filter.overdue_at))
     return statement
+
+
+# The overdue rule, once for Python and once for SQL, side by side so they cannot drift apart:
+# an event is overdue when it is still open and its deadline has passed.
+_OPEN_VALUES = frozenset(status.value for status in OPEN_STATUSES)
+
+
+def is_overdue(event: Event, *, now: datetime) -> bool:
+    return event.deadline is not None and event.status in _OPEN_VALUES and event.deadline < now
+
+
+def overdue_clause(now: datetime) -> ColumnElement[bool]:
+    # `deadline < now` is NULL, so not true, for an event without a deadline.
+    return (Event.deadline < now) & Event.status.in_(sorted(_OPEN_VALUES))
 
 
 def _reporter(report: EventReport) -> tuple[str, dict[str, Any]]:
@@ -208,6 +221,30 @@ async def transition(
     department_code: str | None = None,
     deadline: datetime | None = None,
 ) -> Event:
+    event, _ = await transition_with_change(
+        session,
+        event_id=event_id,
+        action=action,
+        actor=actor,
+        note=note,
+        department_code=department_code,
+        deadline=deadline,
+    )
+    return event
+
+
+async def transition_with_change(
+    session: AsyncSession,
+    *,
+    event_id: int,
+    action: Action,
+    actor: str,
+    note: str = "",
+    department_code: str | None = None,
+    deadline: datetime | None = None,
+) -> tuple[Event, EventChange]:
+    """Apply `action`; also return the change to publish once the unit of work commits (it
+    knows the department a re-dispatch took the event from, which the event no longer does)."""
     if action not in TRANSITIONS:
         raise BadUserInput(f"{action.value} is not a status transition", field="action")
     event = await get(session, event_id=event_id)
@@ -216,6 +253,7 @@ async def transition(
     # Reject and reopen take their note as the argument `reason`: errors name what was sent.
     note_field = "reason" if action in (Action.REJECT, Action.REOPEN) else "note"
     note = validation.text(note, field=note_field, max_length=2000, required=False)
+    previous_department_id = event.department_id
     if action is Action.DISPATCH:
         if department_code is None:
             raise BadUserInput("dispatch needs a department", field="departmentCode")
@@ -254,7 +292,8 @@ async def transition(
         await session.flush()
     except StaleDataError:
         raise Conflict("the event changed meanwhile; reload it and try again") from None
-    return event
+    change = EventChange.of(event, action.value, previous_department_id=previous_department_id)
+    return event, change
 
 
 async def add_note(

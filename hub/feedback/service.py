@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, select
+from sqlalchemy import CursorResult, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import validation
@@ -63,10 +63,17 @@ async def submit(
     return feedback
 
 
+def normalise_tracking_code(tracking_code: str) -> str:
+    """Codes are read aloud and typed from paper: surrounding blanks and case do not matter."""
+    return tracking_code.strip().upper()
+
+
 async def get_by_tracking_code(session: AsyncSession, *, tracking_code: str) -> Feedback:
-    feedback = await session.scalar(
-        select(Feedback).where(Feedback.tracking_code == tracking_code.strip().upper())
+    statement = select(Feedback).where(
+        Feedback.tracking_code == normalise_tracking_code(tracking_code)
     )
+    # populate_existing: a row this session holds may predate a conditional UPDATE (respond).
+    feedback = await session.scalar(statement.execution_options(populate_existing=True))
     if feedback is None:
         raise NotFound("no feedback with that tracking code")
     return feedback
@@ -75,13 +82,25 @@ async def get_by_tracking_code(session: AsyncSession, *, tracking_code: str) -> 
 async def respond(
     session: AsyncSession, *, tracking_code: str, response: str, department_code: str
 ) -> Feedback:
-    feedback = await get_by_tracking_code(session, tracking_code=tracking_code)
-    if feedback.status != "submitted":
-        raise InvalidTransition("this feedback already has a response")
+    text = validation.text(response, field="response", max_length=5000)
     department = await departments.resolve_code(session, code=department_code)
-    feedback.response = validation.text(response, field="response", max_length=5000)
-    feedback.responder_department_id = department.id
-    feedback.status = "responded"
-    feedback.responded_at = utcnow()
-    await session.flush()
-    return feedback
+    code = normalise_tracking_code(tracking_code)
+    # One conditional UPDATE decides who responds: of two concurrent responses exactly one finds
+    # the feedback still "submitted". Reading the status first and writing after would let both
+    # pass the check (PostgreSQL READ COMMITTED; on SQLite a read before the first write is not
+    # even inside the transaction).
+    written = await session.execute(
+        update(Feedback)
+        .where(Feedback.tracking_code == code, Feedback.status == "submitted")
+        .values(
+            status="responded",
+            response=text,
+            responder_department_id=department.id,
+            responded_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if cast("CursorResult[Any]", written).rowcount != 1:
+        await get_by_tracking_code(session, tracking_code=code)  # NotFound if there is none
+        raise InvalidTransition("this feedback already has a response")
+    return await get_by_tracking_code(session, tracking_code=code)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Select, select
+from sqlalchemy import CursorResult, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from hub import validation
 from hub.db import utcnow
 from hub.departments import service as departments
-from hub.errors import InvalidTransition, NotFound
+from hub.errors import BadUserInput, InvalidTransition, NotFound
 from hub.grids import service as grids
 from hub.notices.models import Notice, notice_grids
 
@@ -37,8 +39,12 @@ def list_statement(filter: NoticeFilter) -> Select[Any]:
     return statement
 
 
+MAX_GRIDS = 100  # grids one notice may name; a bigger audience names a parent grid
+
+
 async def get(session: AsyncSession, *, notice_id: int) -> Notice:
-    notice = await session.get(Notice, notice_id)
+    # populate_existing: a row this session holds may predate a conditional UPDATE (_move).
+    notice = await session.get(Notice, notice_id, populate_existing=True)
     if notice is None:
         raise NotFound("notice not found")
     return notice
@@ -47,11 +53,20 @@ async def get(session: AsyncSession, *, notice_id: int) -> Notice:
 async def create(
     session: AsyncSession, *, title: str, body: str, department_code: str, grid_codes: list[str]
 ) -> Notice:
+    title = validation.text(title, field="title", max_length=200)
+    body = validation.text(body, field="body", max_length=20_000)
+    codes = list(dict.fromkeys(grid_codes))  # a code named twice is one grid, not a PK violation
+    if len(codes) > MAX_GRIDS:
+        raise BadUserInput(
+            f"a notice may name at most {MAX_GRIDS} grids; name a parent grid instead",
+            field="gridCodes",
+            maximum=MAX_GRIDS,
+        )
     department = await departments.resolve_code(session, code=department_code)
-    scope = [await grids.resolve_code(session, code=code, field="gridCodes") for code in grid_codes]
+    scope = await grids.resolve_codes(session, codes=grid_codes, field="gridCodes")
     notice = Notice(
-        title=validation.text(title, field="title", max_length=200),
-        body=validation.text(body, field="body", max_length=20_000),
+        title=title,
+        body=body,
         status="draft",
         department_id=department.id,
         created_at=utcnow(),
@@ -65,23 +80,42 @@ async def create(
     return notice
 
 
-async def publish(session: AsyncSession, *, notice_id: int) -> Notice:
-    notice = await get(session, notice_id=notice_id)
-    if notice.status != "draft":
-        raise InvalidTransition(f"only a draft can be published; this notice is {notice.status}")
-    notice.status = "published"
-    notice.published_at = utcnow()
-    await session.flush()
+async def _move(
+    session: AsyncSession,
+    notice_id: int,
+    *,
+    source: str,
+    target: str,
+    stamp: InstrumentedAttribute[datetime | None],
+) -> Notice:
+    """Move a notice from status `source` to `target`, setting the timestamp `stamp` to now.
+
+    One conditional UPDATE decides: of two concurrent attempts exactly one finds the notice still
+    in `source`; the other is told the transition is invalid. (Checking a status read earlier
+    would let both pass: PostgreSQL READ COMMITTED, and on SQLite a read before the first write
+    is not even inside the transaction.)
+    """
+    written = await session.execute(
+        update(Notice)
+        .where(Notice.id == notice_id, Notice.status == source)
+        .values({Notice.status: target, stamp: utcnow()})
+        .execution_options(synchronize_session=False)
+    )
+    notice = await get(session, notice_id=notice_id)  # NotFound if there is none
+    if cast("CursorResult[Any]", written).rowcount != 1:
+        raise InvalidTransition(
+            f"only a {source} notice can be {target}; this one is {notice.status}"
+        )
     return notice
+
+
+async def publish(session: AsyncSession, *, notice_id: int) -> Notice:
+    return await _move(
+        session, notice_id, source="draft", target="published", stamp=Notice.published_at
+    )
 
 
 async def retract(session: AsyncSession, *, notice_id: int) -> Notice:
-    notice = await get(session, notice_id=notice_id)
-    if notice.status != "published":
-        raise InvalidTransition(
-            f"only a published notice can be retracted; this one is {notice.status}"
-        )
-    notice.status = "retracted"
-    notice.retracted_at = utcnow()
-    await session.flush()
-    return notice
+    return await _move(
+        session, notice_id, source="published", target="retracted", stamp=Notice.retracted_at
+    )

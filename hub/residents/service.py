@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import validation
+from hub.db import utcnow
 from hub.errors import BadUserInput, Conflict, NotFound
 from hub.grids import service as grids
 from hub.residents import idcard
@@ -66,10 +67,15 @@ def list_statement(filter: ResidentFilter) -> Select[Any]:
 
 def clean_tags(tags: Iterable[str]) -> list[str]:
     cleaned = sorted({tag.strip() for tag in tags})
-    unknown = [tag for tag in cleaned if tag not in KNOWN_TAGS]
+    unknown = sum(1 for tag in cleaned if tag not in KNOWN_TAGS)
     if unknown:
+        # Tags are care data (health, income...): a misspelt one may still say something about a
+        # person, so the message counts the unknown tags and names only the vocabulary.
+        known = sorted(KNOWN_TAGS)
         raise BadUserInput(
-            f"unknown tag(s): {', '.join(unknown)}", field="tags", knownTags=sorted(KNOWN_TAGS)
+            f"{unknown} unknown tag(s); known tags are: {', '.join(known)}",
+            field="tags",
+            knownTags=known,
         )
     return cleaned
 
@@ -114,8 +120,15 @@ async def _apply(session: AsyncSession, resident: Resident, changes: ResidentCha
 
 
 async def _set_tags(session: AsyncSession, resident_id: int, tags: list[str]) -> None:
+    """Replace the resident's tags. On update the caller holds the resident's row lock (see
+    `update`), so two replacements of one resident's tags never interleave."""
     await session.execute(delete(ResidentTag).where(ResidentTag.resident_id == resident_id))
     session.add_all(ResidentTag(resident_id=resident_id, tag=tag) for tag in tags)
+
+
+async def _tags_of(session: AsyncSession, resident_id: int) -> list[str]:
+    statement = select(ResidentTag.tag).where(ResidentTag.resident_id == resident_id)
+    return sorted((await session.scalars(statement)).all())
 
 
 async def _flush_unique(session: AsyncSession) -> None:
@@ -147,12 +160,38 @@ async def create(session: AsyncSession, *, changes: ResidentChanges) -> Resident
     return resident
 
 
+async def _locked(session: AsyncSession, resident_id: int) -> Resident:
+    """The resident, with its row locked until the unit of work ends (PostgreSQL: FOR UPDATE).
+
+    Concurrent updates of one resident then run one after the other, and the tag replacement of
+    the second sees the first's tags (under READ COMMITTED its statements would otherwise miss
+    rows inserted meanwhile and collide on the primary key). SQLite has no row locks and needs
+    none: its single database write lock serialises writers, and the first write below takes it.
+    """
+    statement = (
+        select(Resident)
+        .where(Resident.id == resident_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    resident = await session.scalar(statement)
+    if resident is None:
+        raise NotFound("resident not found")
+    return resident
+
+
 async def update(session: AsyncSession, *, resident_id: int, changes: ResidentChanges) -> Resident:
-    resident = await get(session, resident_id=resident_id)
     tags = clean_tags(changes.tags) if changes.tags is not None else None
+    resident = await _locked(session, resident_id)
     await _apply(session, resident, changes)
     await _flush_unique(session)
     if tags is not None:
+        if tags != await _tags_of(session, resident.id):
+            # Tags live in their own table, so the resident's row would not change and its
+            # `onupdate` would not fire: a change of tags is a change of the resident all the
+            # same. (On SQLite this read may predate a concurrent writer's commit; the tags are
+            # replaced regardless, so only the timestamp, never the tags, could be a beat off.)
+            resident.updated_at = utcnow()
         await _set_tags(session, resident.id, tags)
         await session.flush()
     return resident

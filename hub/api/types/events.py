@@ -9,10 +9,12 @@ from strawberry import Parent
 
 from hub import models
 from hub.api.context import Info
+from hub.api.loaders import TIMELINE_LINES
 from hub.api.types.common import Coordinates, CoordinateSystem, Node, coordinates
 from hub.api.types.org import DepartmentType, GridType, MemberType
 from hub.api.types.residents import ResidentType
 from hub.db import utcnow
+from hub.events import service as events
 from hub.events import states
 
 EventStatus = strawberry.enum(states.Status, name="EventStatus")
@@ -141,13 +143,11 @@ class EventType(Node):
     @strawberry.field(description="Open and past its deadline.")
     @staticmethod
     def overdue(root: Parent[models.Event]) -> bool:
-        return (
-            root.deadline is not None
-            and root.status in states.OPEN_STATUSES
-            and root.deadline < utcnow()
-        )
+        return events.is_overdue(root, now=utcnow())
 
-    @strawberry.field(description="Every transition and note, oldest first.")
+    @strawberry.field(
+        description=f"Transitions and notes: the latest {TIMELINE_LINES}, oldest first."
+    )
     @staticmethod
     async def timeline(root: Parent[models.Event], info: Info) -> list[EventTransitionType]:
         return await info.context.loaders.event_timeline.load(root.id)  # type: ignore[return-value]
