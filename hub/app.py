@@ -21,7 +21,12 @@ from hub.events.brokers import create_broker
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
-    db = Database(settings.database_url, echo=settings.echo_sql)
+    db = Database(
+        settings.database_url,
+        echo=settings.echo_sql,
+        # A statement the API stopped waiting for (TIMEOUT) must not keep running on the server.
+        statement_timeout_seconds=settings.limits.statement_timeout_seconds,
+    )
     broker = create_broker(settings, db)
     schema = build_schema(settings.limits)
     graphql = GraphQLView(schema, db=db, settings=settings, broker=broker)

@@ -32,9 +32,26 @@ class Limits:
     # members, an event's timeline, introspection's types and fields).
     list_size_estimate: int = 10
     max_cost: int = 20_000
+    # The cost of one aggregate: a connection's totalCount and every field of `stats`. Each one
+    # reads every matching row, however small its answer, so a handful fill the budget:
+    # max_cost / aggregate_cost of them fit in one operation.
+    aggregate_cost: int = 1_000
     max_batch_operations: int = 10
     max_batch_cost: int = 40_000
     execution_timeout_seconds: float = 10.0
+    # Database sessions one HTTP request (all the operations of a batch) or one WebSocket
+    # connection holds at once; more wait. Aliased heavy fields then queue inside their own
+    # request instead of taking the whole connection pool from everybody else.
+    max_sessions_per_request: int = 4
+    # Operations in flight on one WebSocket connection: subscriptions, and queries and
+    # mutations while they run. One more is refused with TOO_MANY_SUBSCRIPTIONS.
+    max_subscriptions_per_connection: int = 20
+
+    @property
+    def statement_timeout_seconds(self) -> float:
+        """PostgreSQL's statement_timeout for API sessions: a little over the execution timeout,
+        so a statement that nobody waits for any more also stops on the server."""
+        return self.execution_timeout_seconds + 1.0
 
 
 @dataclass(frozen=True, slots=True)

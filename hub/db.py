@@ -6,13 +6,15 @@ above this module is written once for both.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, event
+from sqlalchemy import DateTime, MetaData, String, event, make_url
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,6 +23,12 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+# aiosqlite logs every call at DEBUG with its bound parameters (residents' personal data): a
+# process-wide DEBUG level must not switch that on. Configuring the logger explicitly still can.
+_aiosqlite_log = logging.getLogger("aiosqlite")
+if _aiosqlite_log.level == logging.NOTSET:
+    _aiosqlite_log.setLevel(logging.INFO)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -73,13 +81,31 @@ def async_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def safe_url(url: str) -> str:
+    """The URL for people to read (banners, reports): the password masked. A URL that does not
+    parse is not shown at all, since its password could not be told apart from the rest."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparsable database URL>"
+
+
+def create_engine(
+    url: str, *, echo: bool = False, statement_timeout_seconds: float | None = None
+) -> AsyncEngine:
     url = async_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    # hide_parameters: SQLAlchemy puts the bound values ("[parameters: ...]") into the text of
+    # every statement error and into echo logs; those values are residents' personal data.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        if statement_timeout_seconds is not None:
+            # A connection setting, not a SET: it survives the pool's rollback on check-in.
+            # At least 1 ms: 0 would switch the timeout off.
+            milliseconds = max(1, round(statement_timeout_seconds * 1000))
+            kwargs["connect_args"] = {"server_settings": {"statement_timeout": str(milliseconds)}}
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -99,9 +125,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     """The engine and its session factory; one per process, built from Settings."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, statement_timeout_seconds: float | None = None
+    ) -> None:
+        """`statement_timeout_seconds`: PostgreSQL stops any statement running longer (the API
+        passes a little over its execution timeout); ignored on SQLite."""
         self.url = async_url(url)
-        self.engine = create_engine(self.url, echo=echo)
+        self.engine = create_engine(
+            self.url, echo=echo, statement_timeout_seconds=statement_timeout_seconds
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property

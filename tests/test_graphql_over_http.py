@@ -18,7 +18,10 @@ from typing import Any
 import httpx
 import pytest
 import websockets.sync.client
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
+from hub.config import Limits
 from tests.http_audit.node import node_command
 from tests.live import LiveServer, live_server
 from tests.world import World
@@ -77,10 +80,14 @@ def test_graphql_http_audit(node_audit: list[str], server: LiveServer) -> None:
     assert not _failures(results, "MAY"), "\n".join(_failures(results, "MAY"))
 
 
+PROTOCOL = Subprotocol("graphql-transport-ws")
+
+
 def test_websocket_still_speaks_graphql_transport_ws(server: LiveServer) -> None:
-    # The view overrides the HTTP path only; the WebSocket path must be strawberry's, untouched.
+    # On WebSocket the view changes only the operation-limit error and deep-JSON handling
+    # (tested below): the protocol must be strawberry's.
     with websockets.sync.client.connect(
-        server.ws_url, subprotocols=["graphql-transport-ws"], open_timeout=10
+        server.ws_url, subprotocols=[PROTOCOL], open_timeout=10
     ) as ws:
         assert ws.subprotocol == "graphql-transport-ws"
         ws.send(json.dumps({"type": "connection_init"}))
@@ -93,6 +100,52 @@ def test_websocket_still_speaks_graphql_transport_ws(server: LiveServer) -> None
         message = json.loads(ws.recv(timeout=10))
         assert message["type"] == "error" and message["id"] == "1"
         assert message["payload"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+def _subscribe(ws: Any, op_id: str, query: str) -> None:
+    ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": {"query": query}}))
+
+
+def test_websocket_refuses_operations_past_the_limit(server: LiveServer) -> None:
+    """graphql-transport-ws: an operation past the per-connection limit gets an `error` message
+    (with a code) and the connection stays usable; completing one makes room again."""
+    maximum = Limits().max_subscriptions_per_connection
+    with websockets.sync.client.connect(
+        server.ws_url, subprotocols=[PROTOCOL], open_timeout=10
+    ) as ws:
+        ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        for n in range(maximum):
+            _subscribe(ws, str(n), "subscription { eventChanged { action } }")
+        _subscribe(ws, "over", "subscription { eventChanged { action } }")
+        message = json.loads(ws.recv(timeout=10))
+        assert message["type"] == "error" and message["id"] == "over", message
+        assert message["payload"][0]["extensions"] == {
+            "code": "TOO_MANY_SUBSCRIPTIONS",
+            "maximum": maximum,
+        }
+        # Completing one frees its place: a query then runs on the same connection.
+        ws.send(json.dumps({"id": "0", "type": "complete"}))
+        for attempt in range(50):
+            _subscribe(ws, f"query{attempt}", "{ __typename }")
+            message = json.loads(ws.recv(timeout=10))
+            if message["type"] != "error":  # the server may not have seen the complete yet
+                break
+            assert message["payload"][0]["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
+        assert message["type"] == "next", message
+        assert message["payload"] == {"data": {"__typename": "Query"}}
+
+
+def test_websocket_deeply_nested_message_closes_with_4400(server: LiveServer) -> None:
+    with websockets.sync.client.connect(
+        server.ws_url, subprotocols=[PROTOCOL], open_timeout=10
+    ) as ws:
+        ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        ws.send("[" * 100_000 + "]" * 100_000)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
 
 
 # --- in-process: what the audit leaves open ----------------------------------------------------
@@ -273,6 +326,17 @@ async def test_several_operations_need_an_operation_name(client: httpx.AsyncClie
         ("application/json", b'{"query":"{ __typename }","variables":[]}', 400, "BAD_REQUEST"),
         ("application/json", b'{"query":"{ __typename }","extensions":"x"}', 400, "BAD_REQUEST"),
         ("application/json", b'{"variables":{}}', 400, "BAD_REQUEST"),
+        # Past the JSON parser's recursion limit (a RecursionError, once a plain-text 500).
+        ("application/json", b"[" * 100_000 + b"]" * 100_000, 400, "BAD_REQUEST"),
+        (
+            "application/json",
+            b'{"query":"{ __typename }","variables":{"v":'
+            + b"[" * 100_000
+            + b"]" * 100_000
+            + b"}}",
+            400,
+            "BAD_REQUEST",
+        ),
     ],
     ids=[
         "no-content-type",
@@ -289,6 +353,8 @@ async def test_several_operations_need_an_operation_name(client: httpx.AsyncClie
         "variables-not-object",
         "extensions-not-object",
         "no-query",
+        "deeply-nested-body",
+        "deeply-nested-variables",
     ],
 )
 @pytest.mark.parametrize("accept", [GRAPHQL_RESPONSE_JSON, JSON])
@@ -311,10 +377,11 @@ async def test_malformed_requests_get_graphql_error_bodies(
     assert error["message"]
 
 
-async def test_bad_variables_in_get_is_400(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("variables", ["{", "[" * 5_000 + "]" * 5_000], ids=["broken", "deep"])
+async def test_bad_variables_in_get_is_400(client: httpx.AsyncClient, variables: str) -> None:
     response = await client.get(
         "/graphql",
-        params={"query": "{ __typename }", "variables": "{"},
+        params={"query": "{ __typename }", "variables": variables},
         headers={"accept": JSON},
     )
     assert response.status_code == 400

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,18 @@ import pytest
 import strawberry
 from graphql import get_introspection_query, parse
 from graphql.language import Lexer, Source, TokenKind
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from hub.api.context import RequestDatabase, interrupt_on_cancel
+from hub.api.filters import MAX_LIST_ITEMS
 from hub.api.limits import GraphQLLimits, weigh
 from hub.api.schema import build_schema
 from hub.app import create_app
 from hub.config import Limits, Settings
+from hub.db import Database
 from hub.migrate import upgrade
 from hub.residents import service as residents
 from tests.conftest import GraphQLClient
@@ -288,7 +294,8 @@ def test_cost_multiplies_pages_and_lists() -> None:
     absent = "{ residents { totalCount edges { node { name } } } }"
     largest = "{ residents(first: 50) { totalCount edges { node { name } } } }"
     assert cost_of(variable, limits) == cost_of(absent, limits) == cost_of(largest, limits)
-    assert cost_of(largest, limits) == 1 + 1 + 1 + 50 * 2
+    # residents + totalCount (an aggregate) + edges + 50 x (node + name).
+    assert cost_of(largest, limits) == 1 + limits.aggregate_cost + 1 + 50 * 2
     # A list without first/last counts `list_size_estimate` items.
     members = '{ grid(code: "G1") { members { name } } }'
     assert cost_of(members, limits) == 1 + 1 + 7 * 1
@@ -321,6 +328,39 @@ async def test_cost_over_the_shipped_limit(gql: GraphQLClient, world: World) -> 
     assert cost_of(query) > DEFAULTS.max_cost
     error = await gql.error(query)
     assert error["extensions"]["code"] == "COST_LIMIT"
+
+
+def aggregates(count: int) -> str:
+    fields = " ".join(
+        f'a{i}: residentTagCounts(level: "community") {{ tag count }}' for i in range(count)
+    )
+    return "{ stats { " + fields + " } }"
+
+
+async def test_aggregates_are_priced_as_heavy(gql: GraphQLClient, world: World) -> None:
+    """Each stats field and totalCount reads every matching row: a few of them fill an
+    operation's budget, however short their answers."""
+    each = DEFAULTS.aggregate_cost
+    # stats + n x (the aggregate + 10 estimated rows x (tag + count)).
+    assert cost_of(aggregates(3)) == 1 + 3 * (each + DEFAULTS.list_size_estimate * 2)
+    fits = DEFAULTS.max_cost // (each + DEFAULTS.list_size_estimate * 2)
+    assert 1 < fits < DEFAULTS.max_aliases
+    data = await gql.data(aggregates(fits))
+    assert len(data["stats"]) == fits
+
+    error = await gql.error(aggregates(DEFAULTS.max_aliases))
+    assert error["extensions"]["code"] == "COST_LIMIT"
+    error = await gql.error(
+        "{ stats { "
+        + " ".join(f"a{i}: eventTimes {{ events }}" for i in range(DEFAULTS.max_aliases))
+        + " } }"
+    )
+    assert error["extensions"]["code"] == "COST_LIMIT"
+    counts = " ".join(
+        f"a{i}: residents(first: 1) {{ totalCount }}" for i in range(DEFAULTS.max_aliases)
+    )
+    assert cost_of("{ " + counts + " }") > DEFAULTS.max_cost
+    assert (await gql.error("{ " + counts + " }"))["extensions"]["code"] == "COST_LIMIT"
 
 
 async def test_cost_per_batch(settings: Settings, world: World) -> None:
@@ -461,6 +501,149 @@ async def test_heavy_query_does_not_stall_a_light_one(
     body = heavy_response.json()
     assert "errors" not in body
     assert len(body["data"]["residents"]["edges"]) == 100
+
+
+async def test_one_request_holds_a_bounded_number_of_sessions(
+    app: Any, client: httpx.AsyncClient, world: World
+) -> None:
+    """Requests full of aliased fields, each field on its own session, all stuck in the
+    database: each holds at most `max_sessions_per_request` sessions, and a light request
+    still gets a connection from the pool and completes while they wait."""
+    db = app.state.db
+    cap = app.state.settings.limits.max_sessions_per_request
+    requests = 3
+    assert requests * cap < db.engine.pool.size() + db.engine.pool._max_overflow
+    heavy = (
+        "{ "
+        + " ".join(
+            f"a{i}: residents(first: 5) {{ edges {{ node {{ name }} }} }}"
+            for i in range(DEFAULTS.max_aliases)
+        )
+        + " }"
+    )
+    which: ContextVar[int | None] = ContextVar("which", default=None)
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+    holding: Counter[int] = Counter()
+    peak: Counter[int] = Counter()
+    original = db.reader
+
+    @asynccontextmanager
+    async def stuck_reader() -> AsyncIterator[Any]:
+        """A heavy request's session takes a pooled connection and stays in the database (as a
+        slow statement would) until released."""
+        async with original() as session:
+            request = which.get()
+            if request is not None:
+                await session.connection()
+                holding[request] += 1
+                peak[request] = max(peak[request], holding[request])
+                arrived.set()
+                await release.wait()
+                holding[request] -= 1
+            yield session
+
+    async def send(request: int) -> httpx.Response:
+        which.set(request)  # the app runs in this task (and tasks it starts): they inherit it
+        return await client.post("/graphql", json={"query": heavy})
+
+    db.reader = stuck_reader
+    try:
+        tasks = [asyncio.create_task(send(n)) for n in range(requests)]
+        while sum(holding.values()) < requests * cap:
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 30)
+        # Every heavy request is in the database with all the sessions it may hold.
+        light = await asyncio.wait_for(
+            client.post("/graphql", json={"query": '{ grid(code: "G1") { name } }'}), 30
+        )
+        assert light.json() == {"data": {"grid": {"name": "第1网格"}}}
+        assert not any(task.done() for task in tasks), "a heavy request finished first"
+        release.set()
+        responses = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    finally:
+        release.set()
+        del db.reader
+    for response in responses:
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        assert len(body["data"]) == DEFAULTS.max_aliases
+    assert dict(peak) == {n: cap for n in range(requests)}
+
+
+async def test_statement_timeout_on_postgres(settings: Settings, world: World) -> None:
+    """API sessions run with a statement_timeout a little over the execution timeout, so the
+    server stops a statement nobody waits for any more."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's statement_timeout (SQLite statements are interrupted)")
+    async with limited_app(settings, execution_timeout_seconds=0.25) as (_http, app):
+        database = app.state.db
+        async with database.reader() as session:
+            assert await session.scalar(text("SHOW statement_timeout")) == "1250ms"
+            with pytest.raises(DBAPIError, match="statement timeout"):
+                await session.execute(text("SELECT pg_sleep(30)"))
+
+
+async def test_a_cancelled_session_stops_its_statement(db: Database) -> None:
+    """Cancelling the task (as the execution timeout does) stops the running statement: on
+    SQLite it is interrupted (aiosqlite runs it in a thread that cancelling does not stop), on
+    PostgreSQL asyncpg cancels it. Either way the session ends and its connection is back."""
+    interrupt_on_cancel(db)  # as the app's view does for its database
+    facade = RequestDatabase(db, asyncio.Semaphore(1))
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+        if db.dialect == "sqlite"
+        else "SELECT pg_sleep(3600)"
+    )
+    started = asyncio.Event()
+
+    def on_statement(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement == endless:
+            started.set()
+
+    async def run() -> None:
+        async with facade.reader() as session:
+            await session.execute(text(endless))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", on_statement)
+    try:
+        task = asyncio.create_task(run())
+        await asyncio.wait_for(started.wait(), 30)
+        await asyncio.sleep(0.05)  # let the statement get going in the driver
+        task.cancel()
+        # The outer bound only turns a regression (a statement that never stops) into a failure.
+        done, _ = await asyncio.wait([task], timeout=30)
+        assert done, "the cancelled session did not end"
+        assert task.cancelled()
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", on_statement)
+    async with facade.reader() as session:
+        assert await session.scalar(text("SELECT 1")) == 1
+    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+# --- list arguments -----------------------------------------------------------------------------
+
+
+async def test_long_list_arguments(gql: GraphQLClient, world: World) -> None:
+    """Enum lists are deduplicated (far more items than asyncpg's 32767 parameters, in a body
+    under the size limit); lists of free values are refused past MAX_LIST_ITEMS distinct."""
+    many = 33_000  # more than 32767, and still under the body size limit
+    query = "query($s: [Severity!]) { events(filter: {severity: $s}) { totalCount } }"
+    data = await gql.data(query, {"s": ["LOW", "HIGH"] * (many // 2)})
+    assert data == {"events": {"totalCount": 0}}
+
+    tags = 'query($t: [String!]) { stats { residentTagCounts(level: "grid", tags: $t) { count } } }'
+    data = await gql.data(tags, {"t": ["elderly", *["x"] * many]})
+    assert sum(row["count"] for row in data["stats"]["residentTagCounts"]) == 4
+    distinct = [f"tag{n}" for n in range(MAX_LIST_ITEMS)]
+    assert await gql.data(tags, {"t": distinct})
+    error = await gql.error(tags, {"t": [*distinct, "one_more"]})
+    assert error["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "field": "tags",
+        "maximum": MAX_LIST_ITEMS,
+    }
 
 
 # --- over real HTTP and WebSocket ---------------------------------------------------------------

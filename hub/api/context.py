@@ -1,33 +1,159 @@
-"""The per-request context every resolver receives."""
+"""The context every resolver receives, and the database facade it reaches the database through.
+
+Lifetimes: the view builds one Context per HTTP request (the operations of a batch included)
+and one per WebSocket connection. `PerOperationContext` (hub.api.schema) gives every operation
+its own copy with fresh DataLoaders, so no operation reads another one's cached rows (over
+WebSocket a connection lives for hours). What the copies share is the request's `RequestState`:
+the batch cost budget and the cap on concurrent database sessions.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.engine import AdaptedConnection, ExceptionContext
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info as StrawberryInfo
 
+from hub.api.loaders import Loaders
 from hub.authz import Access
 from hub.config import Settings
 from hub.db import Database
 from hub.events.changes import Broker
 
-if TYPE_CHECKING:
-    from hub.api.loaders import Loaders
+
+@dataclass(slots=True)
+class RequestState:
+    """Shared by every operation of one HTTP request or one WebSocket connection."""
+
+    # At most this many database sessions at once, so that one request full of aliased heavy
+    # fields cannot take the whole connection pool and starve every other request.
+    sessions: asyncio.Semaphore
+    # The estimated cost of the request's operations so far (the limits extension keeps it).
+    cost: int = 0
+
+
+class RequestDatabase:
+    """What resolvers see as `context.db`: hub.db.Database for one operation.
+
+    - Every session waits for a slot of the request's semaphore (`Limits.max_sessions_per_request`).
+      Nothing may open a second session while holding one, or a request could wait on itself.
+    - `transaction()` runs `after_commit` once its unit of work is committed: the operation's
+      DataLoaders are cleared there, so fields read after a mutation see what it wrote.
+
+    A statement whose task is cancelled (the execution timeout) stops: see interrupt_on_cancel.
+    """
+
+    __slots__ = ("_after_commit", "_database", "_sessions")
+
+    def __init__(
+        self,
+        database: Database,
+        sessions: asyncio.Semaphore,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._database = database
+        self._sessions = sessions
+        self._after_commit = after_commit
+
+    def for_operation(self, after_commit: Callable[[], None]) -> RequestDatabase:
+        """The same database and session cap, with this operation's own commit hook."""
+        return RequestDatabase(self._database, self._sessions, after_commit)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions, self._database.reader() as session:
+            yield session
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions:
+            async with self._database.transaction() as session:
+                yield session
+            # Committed (an error would have left the block above by raising).
+            if self._after_commit is not None:
+                self._after_commit()
+
+
+def interrupt_on_cancel(database: Database) -> None:
+    """On SQLite, interrupt a statement whose task is cancelled (the execution timeout).
+
+    aiosqlite runs each statement on a worker thread that cancelling the task does not stop;
+    SQLAlchemy then invalidates the connection, and its close waits behind the statement, so a
+    timed-out query would keep the database busy, its task alive and its connection taken until
+    it finished by itself. PostgreSQL needs nothing: asyncpg sends a cancel request itself (and
+    API sessions have a statement_timeout, hub.app)."""
+    if database.dialect == "sqlite":
+        event.listen(database.engine.sync_engine, "handle_error", _interrupt_cancelled)
+
+
+def _interrupt_cancelled(context: ExceptionContext) -> None:
+    # Runs before SQLAlchemy invalidates the connection (and waits to close it).
+    if not isinstance(context.original_exception, asyncio.CancelledError):
+        return
+    connection = context.connection
+    if connection is None or connection.invalidated or connection.closed:
+        return
+    try:
+        adapted = connection.connection.dbapi_connection
+    except SQLAlchemyError:
+        return
+    if isinstance(adapted, AdaptedConnection):
+        # sqlite3's interrupt() is thread-safe, and aiosqlite calls it right away rather than
+        # queueing it behind the running statement.
+        adapted.run_async(lambda driver: driver.interrupt())
 
 
 @dataclass(slots=True)
 class Context:
-    db: Database
+    db: RequestDatabase
     settings: Settings
     access: Access
     broker: Broker
     loaders: Loaders
+    state: RequestState
     request: Any = None
     response: Any = None
-    # Filled by the limits extension: the operation's estimated cost, for logs and tests.
-    cost: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        database: Database,
+        *,
+        settings: Settings,
+        access: Access,
+        broker: Broker,
+        request: Any = None,
+        response: Any = None,
+    ) -> Context:
+        state = RequestState(asyncio.Semaphore(settings.limits.max_sessions_per_request))
+        db = RequestDatabase(database, state.sessions)
+        return cls(
+            db=db,
+            settings=settings,
+            access=access,
+            broker=broker,
+            loaders=Loaders(db, access),
+            state=state,
+            request=request,
+            response=response,
+        )
+
+    def for_operation(self) -> Context:
+        """A copy for one operation: its own DataLoaders, cleared after each commit."""
+        operation = replace(self)
+        operation.db = self.db.for_operation(operation.clear_loaders)
+        operation.loaders = Loaders(operation.db, self.access)
+        return operation
+
+    def clear_loaders(self) -> None:
+        self.loaders.clear()
 
 
 Info = StrawberryInfo[Context, None]

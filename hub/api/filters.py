@@ -1,8 +1,15 @@
-"""GraphQL filter inputs and their translation into the domain services' filters."""
+"""GraphQL filter inputs and their translation into the domain services' filters.
+
+List-valued filters are deduplicated as the input is built and refused past `MAX_LIST_ITEMS`
+distinct values: each value becomes a bound parameter (asyncpg takes at most 32767 per
+statement), and no filter needs more than a few.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import date, datetime
+from typing import TypeVar
 
 import strawberry
 from sqlalchemy import Select
@@ -17,6 +24,24 @@ from hub.errors import BadUserInput
 from hub.events import service as events
 from hub.grids import service as grids
 from hub.residents import service as residents
+
+MAX_LIST_ITEMS = 50
+
+H = TypeVar("H", bound=Hashable)
+
+
+def distinct_items(values: list[H] | None, *, field: str) -> list[H] | None:
+    """`values` without repeats (first occurrences, in order), refused past MAX_LIST_ITEMS."""
+    if values is None:
+        return None
+    unique = list(dict.fromkeys(values))
+    if len(unique) > MAX_LIST_ITEMS:
+        raise BadUserInput(
+            f"{field} takes at most {MAX_LIST_ITEMS} distinct values",
+            field=field,
+            maximum=MAX_LIST_ITEMS,
+        )
+    return unique
 
 
 async def grid_ids(session: AsyncSession, code: str | None) -> Select[int] | None:
@@ -53,6 +78,11 @@ class EventFilter:
     overdue: bool | None = strawberry.field(
         default=None, description="true: only open events past their deadline."
     )
+
+    def __post_init__(self) -> None:
+        self.status = distinct_items(self.status, field="status")
+        self.category = distinct_items(self.category, field="category")
+        self.severity = distinct_items(self.severity, field="severity")
 
 
 async def event_filter(session: AsyncSession, given: EventFilter | None) -> events.EventFilter:
@@ -107,12 +137,19 @@ class NoticeFilter:
     )
     department_code: str | None = None
 
+    def __post_init__(self) -> None:
+        self.status = distinct_items(self.status, field="status")
+
 
 @strawberry.input
 class FeedbackFilter:
     status: list[FeedbackStatus] | None = None
     kind: list[FeedbackKind] | None = None
     in_grid: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = distinct_items(self.status, field="status")
+        self.kind = distinct_items(self.kind, field="kind")
 
 
 @strawberry.input

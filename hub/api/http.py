@@ -11,9 +11,9 @@ audit in tests/test_graphql_over_http.py):
   entry; with `application/graphql-response+json` it answers 400 (500 for an unexpected failure),
   with `application/json` 200, as the spec asks for legacy clients.
 - Requests that are not well-formed GraphQL-over-HTTP requests get a 4xx status with a GraphQL
-  error body (`errors[0].extensions.code`) instead of plain text: malformed JSON or a body that is
-  not an object -> 400 BAD_REQUEST, a Content-Type other than JSON -> 415, a mutation over GET
-  -> 405 with `Allow: POST`.
+  error body (`errors[0].extensions.code`) instead of plain text: malformed JSON (nesting past
+  the parser's recursion limit included) or a body that is not an object -> 400 BAD_REQUEST, a
+  Content-Type other than JSON -> 415, a mutation over GET -> 405 with `Allow: POST`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,14 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from hub.api.context import Context
-from hub.api.loaders import Loaders
+from hub.api.context import Context, interrupt_on_cancel
 from hub.authz import open_access
 from hub.config import Settings
 from hub.db import Database
@@ -171,7 +174,32 @@ def _error_body(message: str, code: str) -> dict[str, Any]:
     return {"errors": [{"message": message, "extensions": {"code": code}}]}
 
 
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, with a stable code on the operation-limit error: strawberry refuses
+    an operation past `max_subscriptions_per_connection` with an uncoded "error" message."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        maximum = self.max_subscriptions_per_connection
+        if (
+            maximum is not None
+            and self.connection_acknowledged
+            and message["id"] not in self.operations
+            and len(self.operations) >= maximum
+        ):
+            error = GraphQLError(
+                f"this connection already runs {maximum} operations; complete one first",
+                extensions={"code": "TOO_MANY_SUBSCRIPTIONS", "maximum": maximum},
+            )
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
+            return
+        await super().handle_subscribe(message)
+
+
 class GraphQLView(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+
     def __init__(self, schema: Any, *, db: Database, settings: Settings, broker: Broker) -> None:
         super().__init__(
             schema,
@@ -179,8 +207,11 @@ class GraphQLView(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             keep_alive=True,
             keep_alive_interval=15,
+            # Counts every operation in flight on a connection, queries and mutations included.
+            max_subscriptions_per_connection=settings.limits.max_subscriptions_per_connection,
         )
         self.db = db
+        interrupt_on_cancel(db)
         self.settings = settings
         self.broker = broker
         self._ide_html = (resources.files(STATIC_PACKAGE) / IDE_PAGE).read_text(encoding="utf-8")
@@ -197,16 +228,24 @@ class GraphQLView(GraphQL[Context, None]):
         await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        access = open_access()
-        return Context(
-            db=self.db,
+        # One per HTTP request (a batch included) or WebSocket connection; every operation
+        # runs on its own copy (hub.api.schema.PerOperationContext).
+        return Context.build(
+            self.db,
             settings=self.settings,
-            access=access,
+            access=open_access(),
             broker=self.broker,
-            loaders=Loaders(self.db, access),
             request=request,
             response=response,
         )
+
+    def decode_json(self, data: str | bytes) -> object:
+        """WebSocket messages: nesting past the recursion limit is invalid JSON (the handler then
+        closes the socket with 4400), not an unexpected error."""
+        try:
+            return json.loads(data)
+        except RecursionError as exc:
+            raise json.JSONDecodeError("nested too deeply", "", 0) from exc
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # The same URL answers JSON to API clients: caches must key on Accept.
@@ -245,6 +284,8 @@ class GraphQLView(GraphQL[Context, None]):
                     data[name] = json.loads(raw)
                 except json.JSONDecodeError as exc:
                     raise RequestRejected(400, f"`{name}` is not valid JSON.") from exc
+                except RecursionError as exc:
+                    raise RequestRejected(400, f"`{name}` is nested too deeply.") from exc
         return data
 
     def _parse_post_body(self, content_type: str | None, body: bytes) -> dict[str, Any] | list[Any]:
@@ -267,6 +308,9 @@ class GraphQLView(GraphQL[Context, None]):
             raise RequestRejected(400, "The request body is not valid UTF-8.") from exc
         except json.JSONDecodeError as exc:
             raise RequestRejected(400, "The request body is not valid JSON.") from exc
+        except RecursionError as exc:
+            # Nesting deeper than the parser's recursion limit: no GraphQL request needs that.
+            raise RequestRejected(400, "The request body is nested too deeply.") from exc
         if isinstance(data, dict):
             return data
         if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):

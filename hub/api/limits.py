@@ -16,16 +16,25 @@ Where each limit lives, and why there:
 - TIMEOUT: the execute step runs under `asyncio.timeout`, which cancels the pending I/O. The
   error is raised (the only way strawberry lets an extension end execution), so the response
   carries no `data`, like a validation error.
+- Database sessions per request (no error, a queue): `hub.api.context.RequestDatabase` lets
+  one HTTP request or WebSocket connection hold `max_sessions_per_request` sessions at once.
+  A timed-out statement does not run on: SQLite's is interrupted when its task is cancelled,
+  PostgreSQL's runs under a `statement_timeout` (`Limits.statement_timeout_seconds`).
+- TOO_MANY_SUBSCRIPTIONS: operations in flight on one WebSocket connection
+  (`hub.api.http.TransportWSHandler`).
+- BAD_USER_INPUT past `hub.api.filters.MAX_LIST_ITEMS` distinct values in a list filter.
 
 The cost is a static estimate, the same for every run of a document (so validation stays
-cacheable): every field costs 1, and a list multiplies the cost of what is selected under it by
-its length. A connection's `edges`/`nodes` are as long as its `first`/`last` when that is a
-literal (clamped to `max_page_size`: a bigger page fails with PAGE_SIZE_LIMIT anyway), and
-`max_page_size` when it is a variable or absent - variables are not known to a cached
-validation, and `max_page_size` is the true upper bound either way. Other lists of objects
-(a grid's members, an event's timeline) count `Limits.list_size_estimate` items; introspection
-lists count their mean length in the schema (see `introspection_sizes`). Lists of scalars
-cost 1. Depth counts fields nested in fields, through fragments; aliases are counted at every
+cacheable): every field costs 1, an aggregate `Limits.aggregate_cost` (see `aggregate_fields`:
+it reads every matching row however short its answer), and a list multiplies the cost of what
+is selected under it by its length. A connection's `edges`/`nodes` are as long as its
+`first`/`last` when that is a literal (clamped to `max_page_size`: a bigger page fails with
+PAGE_SIZE_LIMIT anyway), and `max_page_size` when it is a variable or absent - variables are
+not known to a cached validation, and `max_page_size` is the true upper bound either way. Other
+lists of objects (a grid's members, an event's timeline: their loaders bound them, see
+hub.api.loaders) count `Limits.list_size_estimate` items; introspection lists count their mean
+length in the schema (see `introspection_sizes`). Lists of scalars cost 1. Depth counts fields
+nested in fields, through fragments; aliases are counted at every
 spread of the fragment that holds them.
 """
 
@@ -188,6 +197,8 @@ class _Weigher:
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
         self.introspection = introspection_sizes(schema)
+        self.aggregates = aggregate_fields(schema)
+        self.aggregate_cost = limits.aggregate_cost
         self._weighed: dict[tuple[str, int | None], Weight] = {}
         self._open: set[str] = set()
 
@@ -258,11 +269,12 @@ class _Weigher:
                 factor = self.introspection[key]
             elif is_list_type(get_nullable_type(definition.type)):
                 factor = next(s for s in (own_page, page, self.list_size) if s is not None)
-        unwrapping = parent is not None and (parent.name, node.name.value) == _UNWRAPPING
+        coordinate = (parent.name if parent else "", node.name.value)
+        own = self.aggregate_cost if coordinate in self.aggregates else 1
         return Weight(
-            depth=below.depth + (0 if unwrapping else 1),
+            depth=below.depth + (0 if coordinate == _UNWRAPPING else 1),
             aliases=below.aliases + alias,
-            cost=1 + factor * below.cost,
+            cost=own + factor * below.cost,
         )
 
     def _definition(self, parent: GraphQLNamedType | None, name: str) -> GraphQLField | None:
@@ -288,6 +300,29 @@ class _Weigher:
             if arg.name.value in ("first", "last")
         ]
         return max(sizes, default=self.max_page)
+
+
+# The root field whose type's fields are all aggregates, and the aggregate of every connection.
+STATS_FIELD = "stats"
+TOTAL_COUNT_FIELD = "totalCount"
+
+
+@lru_cache(maxsize=8)
+def aggregate_fields(schema: GraphQLSchema) -> frozenset[tuple[str, str]]:
+    """(type, field) of every aggregate: `totalCount` wherever it appears, and every field of the
+    type `Query.stats` returns. Found by shape, so a new stats field is priced without a list to
+    keep up to date."""
+    found: set[tuple[str, str]] = set()
+    for named in schema.type_map.values():
+        if isinstance(named, GraphQLObjectType) and TOTAL_COUNT_FIELD in named.fields:
+            found.add((named.name, TOTAL_COUNT_FIELD))
+    query = schema.query_type
+    stats = query.fields.get(STATS_FIELD) if query is not None else None
+    if stats is not None:
+        stats_type = get_named_type(stats.type)
+        if isinstance(stats_type, GraphQLObjectType):
+            found.update((stats_type.name, name) for name in stats_type.fields)
+    return frozenset(found)
 
 
 @lru_cache(maxsize=8)
@@ -553,17 +588,17 @@ class LimitsExtension(SchemaExtension):
 
     def _admit(self) -> None:
         """Count this operation against its HTTP request's budget (the operations of a batch
-        share one request context) and refuse it, before it runs, past the budget."""
+        share the request's state) and refuse it, before it runs, past the budget."""
         context = self.execution_context
         document = context.graphql_document
-        request_context = context.context
-        request = getattr(request_context, "request", None)
-        if document is None or not isinstance(request, Request):
+        state = getattr(context.context, "state", None)
+        request = getattr(context.context, "request", None)
+        if document is None or state is None or not isinstance(request, Request):
             return  # A WebSocket context lives as long as its connection: no batches there.
         cost = self.policy.cost(
             context.schema._schema, document, context.query, context.operation_name
         )
-        total = int(getattr(request_context, "cost", 0) or 0) + cost
+        total = state.cost + cost
         maximum = self.policy.limits.max_batch_cost
         if total > maximum:
             # Same code and shape as an operation over `max_cost`: refused before it runs.
@@ -574,5 +609,4 @@ class LimitsExtension(SchemaExtension):
                 cost=total,
                 maximum=maximum,
             )
-        if hasattr(request_context, "cost"):
-            request_context.cost = total
+        state.cost = total

@@ -1,18 +1,28 @@
-"""DataLoaders: every nested field loads in one batched, scoped SELECT per kind per request."""
+"""DataLoaders: every nested field loads in one batched, scoped SELECT per kind per operation.
+
+Every statement goes through `access.rows`: child rows (tags, external ids, timeline lines) are
+joined to their parent and the parent is scoped, so a row scope on the parent hides its children
+too. Lists that can grow without bound in the database are bounded here, per parent, with
+ROW_NUMBER() (SQLite >= 3.25 and PostgreSQL alike): one page of parents can never pull more than
+page size x bound rows.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from strawberry.dataloader import DataLoader
 
 from hub.authz import Access
-from hub.db import Database
 from hub.models import (
     Department,
+    Event,
     EventTransition,
     Grid,
     Member,
@@ -25,9 +35,21 @@ from hub.models import (
 
 M = TypeVar("M")
 
+# An event's timeline: its latest lines, oldest first among them. Notes can be added without
+# limit; a page of 100 events must still stay a bounded read.
+TIMELINE_LINES = 200
+# A grid's members: the first ones by id.
+GRID_MEMBERS = 200
+
+
+class Reads(Protocol):
+    """Where the loaders get their sessions: the operation's RequestDatabase."""
+
+    def reader(self) -> AbstractAsyncContextManager[AsyncSession]: ...
+
 
 class Loaders:
-    def __init__(self, db: Database, access: Access) -> None:
+    def __init__(self, db: Reads, access: Access) -> None:
         self._db = db
         self._access = access
         self.grid = self._by_id(Grid)
@@ -44,6 +66,12 @@ class Loaders:
         self.event_timeline: DataLoader[int, list[EventTransition]] = DataLoader(
             self._event_timeline
         )
+
+    def clear(self) -> None:
+        """Forget every cached row: called after a commit, which may have changed any of them."""
+        for loader in vars(self).values():
+            if isinstance(loader, DataLoader):
+                loader.clear_all()
 
     def _by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         async def load(ids: Sequence[int]) -> list[M | None]:
@@ -62,19 +90,26 @@ class Loaders:
         return [groups.get(i, []) for i in ids]
 
     async def _resident_tags(self, ids: Sequence[int]) -> list[list[str]]:
-        statement = (
+        # Access.rows is typed for one-column selects; this one has two.
+        tags = cast(
+            "Select[Any]",
             select(ResidentTag.resident_id, ResidentTag.tag)
+            .join(Resident, Resident.id == ResidentTag.resident_id)
             .where(ResidentTag.resident_id.in_(ids))
-            .order_by(ResidentTag.resident_id, ResidentTag.tag)
+            .order_by(ResidentTag.resident_id, ResidentTag.tag),
         )
+        statement = self._access.rows(tags, Resident)
         return await self._grouped(statement, ids)
 
     async def _resident_external_ids(self, ids: Sequence[int]) -> list[list[ResidentExternalId]]:
-        statement = (
+        external_ids = cast(
+            "Select[Any]",
             select(ResidentExternalId.resident_id, ResidentExternalId)
+            .join(Resident, Resident.id == ResidentExternalId.resident_id)
             .where(ResidentExternalId.resident_id.in_(ids))
-            .order_by(ResidentExternalId.id)
+            .order_by(ResidentExternalId.id),
         )
+        statement = self._access.rows(external_ids, Resident)
         return await self._grouped(statement, ids)
 
     async def _member_grids(self, ids: Sequence[int]) -> list[list[Grid]]:
@@ -88,12 +123,18 @@ class Loaders:
         return await self._grouped(statement, ids)
 
     async def _grid_members(self, ids: Sequence[int]) -> list[list[Member]]:
-        statement = self._access.rows(
-            select(member_grids.c.grid_id, Member)
+        rank = func.row_number().over(partition_by=member_grids.c.grid_id, order_by=Member.id)
+        ranked = self._access.rows(
+            select(member_grids.c.grid_id, Member, rank.label("member_rank"))
             .join(Member, Member.id == member_grids.c.member_id)
-            .where(member_grids.c.grid_id.in_(ids))
-            .order_by(Member.id),
+            .where(member_grids.c.grid_id.in_(ids)),
             Member,
+        ).subquery()
+        member = aliased(Member, ranked)
+        statement = (
+            select(ranked.c.grid_id, member)
+            .where(ranked.c.member_rank <= GRID_MEMBERS)
+            .order_by(ranked.c.grid_id, member.id)
         )
         return await self._grouped(statement, ids)
 
@@ -108,9 +149,20 @@ class Loaders:
         return await self._grouped(statement, ids)
 
     async def _event_timeline(self, ids: Sequence[int]) -> list[list[EventTransition]]:
+        # Numbered newest first, so the bound keeps the latest lines; returned oldest first.
+        rank = func.row_number().over(
+            partition_by=EventTransition.event_id, order_by=EventTransition.id.desc()
+        )
+        ranked = self._access.rows(
+            select(EventTransition, rank.label("line_rank"))
+            .join(Event, Event.id == EventTransition.event_id)
+            .where(EventTransition.event_id.in_(ids)),
+            Event,
+        ).subquery()
+        line = aliased(EventTransition, ranked)
         statement = (
-            select(EventTransition.event_id, EventTransition)
-            .where(EventTransition.event_id.in_(ids))
-            .order_by(EventTransition.event_id, EventTransition.id)
+            select(line.event_id, line)
+            .where(ranked.c.line_rank <= TIMELINE_LINES)
+            .order_by(line.event_id, line.id)
         )
         return await self._grouped(statement, ids)

@@ -10,6 +10,7 @@ from strawberry import Schema
 from strawberry.extensions import SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from hub.api.context import Context
 from hub.api.errors import ShapeErrors
 from hub.api.limits import GraphQLLimits
 from hub.api.mutations import Mutation
@@ -38,6 +39,21 @@ class GridHubSchema(Schema):
         """Log nothing here. strawberry logs every error by default, and an expected error may
         quote the input that caused it (an ID number, a phone): personal data has no place in
         logs. hub.api.errors logs unexpected errors, with their correlation id and stack."""
+
+
+class PerOperationContext(SchemaExtension):
+    """Every operation runs on its own copy of the request's Context, with fresh DataLoaders
+    (cleared again after each commit): a WebSocket connection keeps one Context for hours, and
+    a cached row must not outlive the operation that read it.
+
+    strawberry hands `execution_context.context` to graphql-core when execution starts (for
+    queries, mutations and subscriptions alike), after `on_operation` has begun."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        if isinstance(context.context, Context):
+            context.context = context.context.for_operation()
+        yield
 
 
 class RequireOperationName(SchemaExtension):
@@ -70,6 +86,7 @@ def build_schema(limits: Limits | None = None) -> Schema:
         extensions=[
             # Factories: a fresh extension per request. The parse and validation LRU caches
             # live in `guard` and at module level, so they are shared across requests.
+            PerOperationContext,
             ShapeErrors,
             RequireOperationName,
             # Parses through its own cache (with the length and token limits), adds the

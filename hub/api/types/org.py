@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 
 from hub import models
 from hub.api.context import Info
+from hub.api.loaders import GRID_MEMBERS
 from hub.api.types.common import Coordinates, CoordinateSystem, Node, coordinates
 from hub.grids.service import ancestor_codes
 
@@ -59,7 +60,9 @@ class GridType(Node):
     ) -> Coordinates | None:
         return coordinates(root.center_lng, root.center_lat, system)
 
-    @strawberry.field(description="Members responsible for this grid (责任到人).")
+    @strawberry.field(
+        description=f"Members responsible for this grid (责任到人): the first {GRID_MEMBERS} by id."
+    )
     @staticmethod
     async def members(root: Parent[models.Grid], info: Info) -> list[MemberType]:
         return await info.context.loaders.grid_members.load(root.id)  # type: ignore[return-value]

@@ -10,7 +10,13 @@ import strawberry
 
 from hub import models
 from hub.api.context import Info
-from hub.api.filters import EventFilter, ResidentFilter, event_filter, resident_filter
+from hub.api.filters import (
+    EventFilter,
+    ResidentFilter,
+    distinct_items,
+    event_filter,
+    resident_filter,
+)
 from hub.api.types.events import EventCategory, EventStatus, Severity
 from hub.api.types.org import GridType
 from hub.events import service as events
@@ -142,6 +148,9 @@ class Stats:
                 residents.list_statement(domain_filter), models.Resident
             )
             rows = await stats.resident_tag_counts(
-                session, residents=scoped, level=level, tags=tags
+                session,
+                residents=scoped,
+                level=level,
+                tags=distinct_items(tags, field="tags"),
             )
         return [TagCount(tag=r.tag, count=r.count, grid_id=r.grid_id) for r in rows]
