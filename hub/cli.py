@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import sys
 from datetime import datetime
+from typing import Any
 
 import click
 
@@ -22,6 +24,42 @@ DB_OPTION = click.option(
 
 def _settings(database_url: str | None) -> Settings:
     return Settings.from_env(database_url=database_url)
+
+
+class WithoutQueryStrings(logging.Filter):
+    """Cuts the query string off the request targets uvicorn logs.
+
+    GET /graphql?query=...&variables=... carries the whole operation, ID numbers included; the
+    access log keeps method, path and status. Installed on the loggers that write request
+    targets: uvicorn.access (one line per request) and uvicorn.error ("WebSocket /path" lines).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.args, tuple):
+            return True
+        if record.name == "uvicorn.access" and len(record.args) == 5:
+            target = 2  # (client, method, path with query, HTTP version, status)
+        elif isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket %s"'):
+            target = 1  # (client, path with query[, status])
+        else:
+            return True
+        args = list(record.args)
+        args[target] = str(args[target]).partition("?")[0]
+        record.args = tuple(args)
+        return True
+
+
+def _uvicorn_log_config() -> dict[str, Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["without_query_strings"] = {
+        "()": f"{__name__}.{WithoutQueryStrings.__qualname__}"
+    }
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = config["loggers"].setdefault(name, {})
+        logger.setdefault("filters", []).append("without_query_strings")
+    return config
 
 
 @click.group()
@@ -92,6 +130,8 @@ def serve(
 
     import uvicorn
 
+    from hub.db import safe_url
+
     settings = Settings.from_env(database_url=database_url, broker_url=broker_url)
     if workers > 1 and settings.effective_broker == "memory":
         raise click.UsageError(
@@ -102,7 +142,7 @@ def serve(
     os.environ["GRIDHUB_DATABASE_URL"] = settings.database_url
     if settings.broker_url:
         os.environ["GRIDHUB_BROKER_URL"] = settings.broker_url
-    click.echo(f"GridHub on http://{host}:{port}/graphql ({settings.database_url})")
+    click.echo(f"GridHub on http://{host}:{port}/graphql ({safe_url(settings.database_url)})")
     uvicorn.run(
         "hub.app:create_app",
         factory=True,
@@ -112,7 +152,11 @@ def serve(
         loop="auto",
         http="auto",
         log_level="info",
+        log_config=_uvicorn_log_config(),
         proxy_headers=False,
+        # The WebSocket frame limit is the HTTP body limit: a subscription message is no
+        # bigger than a POST (uvicorn's default is 16 MiB).
+        ws_max_size=settings.limits.max_body_bytes,
     )
 
 

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from hub.errors import BadUserInput
 
-_PHONE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
+# ASCII only: without re.ASCII, \d also matches full-width and other Unicode digits, which
+# would then be stored beside (and never compared equal to) the ASCII number.
+_PHONE = re.compile(r"(1[3-9][0-9]{9}|0[0-9]{2,3}-?[0-9]{7,8})", re.ASCII)
+# C0 controls except tab, newline and carriage return, and DEL.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Not text at all: lone surrogates (UTF-8 cannot encode them, so PostgreSQL's driver fails on
+# them) and the 66 Unicode non-characters (U+FDD0..U+FDEF and the last two code points of
+# every plane).
+_NOT_TEXT = re.compile(
+    "[\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+    + "]"
+)
+
+
+def ascii_form(value: str) -> str:
+    """NFKC: full-width digits, letters and punctuation become their ASCII forms, so a number
+    typed on a Chinese input method is the same number as the ASCII one."""
+    return unicodedata.normalize("NFKC", value)
 
 
 def text(value: str, *, field: str, max_length: int, required: bool = True) -> str:
@@ -20,6 +38,8 @@ def text(value: str, *, field: str, max_length: int, required: bool = True) -> s
         )
     if _CONTROL.search(value):
         raise BadUserInput(f"{field} contains control characters", field=field)
+    if _NOT_TEXT.search(value):
+        raise BadUserInput(f"{field} contains code points that are not characters", field=field)
     return value
 
 
@@ -30,10 +50,12 @@ def optional_text(value: str | None, *, field: str, max_length: int) -> str | No
 
 
 def phone(value: str | None, *, field: str = "phone") -> str | None:
-    if value is None or not value.strip():
+    if value is None:
         return None
-    value = value.strip().replace(" ", "")
-    if not _PHONE.match(value):
+    value = ascii_form(value).strip().replace(" ", "")
+    if not value:
+        return None
+    if not _PHONE.fullmatch(value):
         raise BadUserInput("phone must be a mainland mobile or landline number", field=field)
     return value
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 import httpx
 
@@ -27,6 +28,15 @@ def free_port() -> int:
 class LiveServer:
     url: str
     process: subprocess.Popen[bytes]
+    log: IO[bytes] | None = None
+
+    def log_text(self) -> str:
+        """What the server has written to stdout and stderr so far."""
+        if self.log is None:
+            return ""
+        # pread, not seek + read: the server writes through the same file offset.
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     @property
     def graphql_url(self) -> str:
@@ -82,7 +92,7 @@ def live_server(
             if time.monotonic() > deadline:
                 raise RuntimeError("gridhub serve did not become healthy in time")
             time.sleep(0.1)
-        yield LiveServer(url=url, process=process)
+        yield LiveServer(url=url, process=process, log=log)
     finally:
         # The whole process group: with --workers, uvicorn's children go too.
         try:

@@ -8,13 +8,16 @@ import json
 from datetime import date
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 
 from hub.api.ids import to_global_id
 from hub.db import Database
 from hub.models import Event, Feedback, Notice, Resident
 from hub.residents import idcard
+from hub.residents import service as residents
 from tests.conftest import GraphQLClient
+from tests.test_sql_counts import counting
 from tests.world import World, valid_id_number
 
 CREATE_RESIDENT = (
@@ -501,3 +504,154 @@ async def test_notice_and_feedback_steps_happen_once(gql: GraphQLClient, world: 
         {"c": code},
     )
     assert data["feedback"] == {"response": "已协调", "responder": {"code": "health"}}
+
+
+async def test_notice_grid_codes_are_deduplicated_resolved_at_once_and_capped(
+    gql: GraphQLClient, app: Any, db: Database, world: World
+) -> None:
+    # A code named twice is one grid of the scope, not a primary-key violation.
+    body = await gql.data(
+        "mutation($input: CreateNoticeInput!) { createNotice(input: $input) { scope { code } } }",
+        notice(gridCodes=["C1", "G1", "C1", "G1", "C1"]),
+    )
+    assert sorted(g["code"] for g in body["createNotice"]["scope"]) == ["C1", "G1"]
+    # However many codes, one statement resolves them all.
+    every_grid = list(world.grids)
+    with counting(app.state.db.engine.sync_engine) as statements:
+        await gql.data(CREATE_NOTICE, notice(gridCodes=every_grid))
+    grid_reads = [s for s in statements if "FROM grids" in s]
+    assert len(grid_reads) == 1, grid_reads
+    # The cap counts distinct codes: a long list of one code is fine, 101 codes are not.
+    await gql.data(CREATE_NOTICE, notice(gridCodes=["C1"] * 500))
+    before = await count(db, Notice)
+    body = await refused(
+        gql,
+        CREATE_NOTICE,
+        notice(gridCodes=[f"X{n}" for n in range(101)]),
+        "BAD_USER_INPUT",
+        "gridCodes",
+    )
+    assert body["errors"][0]["extensions"]["maximum"] == 100
+    pasted = valid_id_number(7)
+    body = await refused(
+        gql,
+        CREATE_NOTICE,
+        notice(gridCodes=[*every_grid, "NOPE", pasted, "NOPE"]),
+        "BAD_USER_INPUT",
+        "gridCodes",
+    )
+    # The unknown codes are named by position, never repeated back.
+    n = len(every_grid)
+    assert body["errors"][0]["extensions"]["unknownIndexes"] == [n, n + 1, n + 2]
+    assert "3 unknown" in body["errors"][0]["message"]
+    assert "NOPE" not in json.dumps(body) and pasted not in json.dumps(body)
+    assert await count(db, Notice) == before
+
+
+async def test_unknown_tags_are_counted_not_echoed(gql: GraphQLClient, world: World) -> None:
+    """Tags are care data; a misspelt one ("高血压" for chronic_illness) is not repeated back."""
+    typos = ["高血压", "pregnant ", "chronic_ilness"]
+    rid = to_global_id("Resident", world.residents[0].id)
+    cases: list[tuple[str, dict[str, Any]]] = [
+        (CREATE_RESIDENT, {"input": resident_input(tags=["elderly", *typos])}),
+        (UPDATE_RESIDENT, {"id": rid, "input": {"tags": ["elderly", *typos]}}),
+    ]
+    for query, variables in cases:
+        body = await refused(gql, query, variables, "BAD_USER_INPUT", "tags")
+        error = body["errors"][0]
+        text = json.dumps(body, ensure_ascii=False)
+        for typo in ("高血压", "chronic_ilness"):
+            assert typo not in text, body
+        # "pregnant " is a known tag once trimmed: two are unknown.
+        assert error["message"].startswith("2 unknown tag(s)"), error
+        assert error["extensions"]["knownTags"] == sorted(residents.KNOWN_TAGS)
+        assert all(tag in error["message"] for tag in residents.KNOWN_TAGS)
+
+
+async def test_code_points_that_are_not_characters_are_refused(
+    client: httpx.AsyncClient, db: Database, world: World
+) -> None:
+    """Lone surrogates and non-characters arrive as JSON escapes ("\\ud800"). UTF-8 cannot
+    encode a lone surrogate: PostgreSQL's driver failed on it, with every bound value in the
+    error. Now the field is refused by name, on both backends."""
+
+    async def send(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        content = json.dumps({"query": query, "variables": variables})  # ASCII, with \u escapes
+        response = await client.post(
+            "/graphql",
+            content=content.encode("ascii"),
+            headers={"content-type": "application/json"},
+        )
+        return response.json()
+
+    counts = {m: await count(db, m) for m in (Event, Notice, Feedback, Resident)}
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        (CREATE_RESIDENT, {"input": resident_input(name="张\ud800三")}, "name"),
+        (CREATE_RESIDENT, {"input": resident_input(address="望京西园\udfff")}, "address"),
+        (CREATE_RESIDENT, {"input": resident_input(healthNotes="\ufdd0")}, "healthNotes"),
+        (REPORT, {"input": event_input(title="垃圾\uffff")}, "title"),
+        (REPORT, {"input": event_input(description="述\U0010fffe")}, "description"),
+        (SUBMIT, {"input": {"kind": "SUGGESTION", "content": "议\ud83d"}}, "content"),
+        (CREATE_NOTICE, notice(body="明日停水\ufffe"), "body"),
+    ]
+    for query, variables, field in cases:
+        body = await send(query, variables)
+        assert body.get("errors"), body
+        [error] = body["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", (field, body)
+        assert error["extensions"]["field"] == field, (field, body)
+    assert {m: await count(db, m) for m in counts} == counts
+    # A surrogate pair is one character (an emoji sent as "\ud83d\ude00"): stored as sent.
+    body = await send(
+        "mutation($input: ResidentInput!) { createResident(input: $input) { address } }",
+        {"input": resident_input(address="望京西园😀")},
+    )
+    assert body == {"data": {"createResident": {"address": "望京西园😀"}}}
+
+
+def full_width(text: str) -> str:
+    """The same text typed on a Chinese input method: ASCII letters and digits at U+FF01..."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+async def test_full_width_digits_are_the_same_number(
+    gql: GraphQLClient, db: Database, world: World
+) -> None:
+    taken = valid_id_number(4)
+    before = await count(db, Resident)
+    body = await refused(
+        gql,
+        CREATE_RESIDENT,
+        {"input": resident_input(idNumber=full_width(taken))},
+        "CONFLICT",
+        "idNumber",
+    )
+    text = json.dumps(body, ensure_ascii=False)
+    assert taken not in text and full_width(taken) not in text
+    other = to_global_id("Resident", world.residents[1].id)
+    await refused(
+        gql, UPDATE_RESIDENT, {"id": other, "input": {"idNumber": full_width(taken)}}, "CONFLICT"
+    )
+    assert await count(db, Resident) == before
+    # A new number and phone typed in full width are stored as their ASCII forms.
+    new = idcard.make("110105", date(1977, 7, 7), 77)
+    created = await gql.data(
+        "mutation($input: ResidentInput!) { createResident(input: $input) { idNumber phone } }",
+        {
+            "input": resident_input(
+                idNumber=full_width(new.lower()), phone=full_width("010-62345678")
+            )
+        },
+    )
+    assert created["createResident"] == {"idNumber": new, "phone": "010-62345678"}
+    await refused(
+        gql, CREATE_RESIDENT, {"input": resident_input(idNumber=new)}, "CONFLICT", "idNumber"
+    )
+    # Digits of other scripts are no ASCII digits: refused, not stored beside the number.
+    await refused(
+        gql,
+        CREATE_RESIDENT,
+        {"input": resident_input(phone="1380013800\u0663")},
+        "BAD_USER_INPUT",
+        "phone",
+    )

@@ -137,3 +137,41 @@ async def test_the_api_derives_gender_and_birth_date(gql: GraphQLClient, world: 
         "gender": "FEMALE",
         "birthDate": "2001-07-01",
     }
+
+
+def test_full_width_digits_and_x_are_the_ascii_number() -> None:
+    number = "11010519491231002X"
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in number.lower())  # "１１...ｘ"
+    assert full_width != number and not full_width.isascii()
+    assert idcard.parse(full_width).value == number
+    assert idcard.parse("\u3000" + full_width[:9] + number[9:]).value == number
+    # Digits of other scripts are not normalised to ASCII by NFKC: refused, not misread.
+    arabic_indic = number[:5] + "\u0663" + number[6:]
+    with pytest.raises(BadUserInput):
+        idcard.parse(arabic_indic)
+
+
+@pytest.mark.parametrize("zone", ["Etc/GMT-14", "Etc/GMT+12"])  # UTC+14 and UTC-12
+def test_not_in_the_future_means_the_utc_day(zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the host's time zone: born on today's UTC date is possible, born on the next
+    UTC day is not. (Between them, the two zones differ from UTC's date at any hour of the day,
+    so a check against the local date fails one of them.)"""
+    import time
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        for _ in range(3):  # retry if the UTC date turns over between the two readings
+            today = datetime.now(UTC).date()
+            today_number = idcard.make("110105", today, 1)
+            tomorrow_number = idcard.make("110105", today + timedelta(days=1), 1)
+            accepted = idcard.parse(today_number).birth_date
+            with pytest.raises(BadUserInput):
+                idcard.parse(tomorrow_number)
+            if datetime.now(UTC).date() == today:
+                break
+        assert accepted == today
+    finally:
+        monkeypatch.undo()
+        time.tzset()

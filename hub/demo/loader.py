@@ -30,10 +30,9 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hub.db import create_engine
+from hub.db import create_engine, safe_url
 from hub.demo import events as stories
 from hub.demo.bulk import (
     BulkWriter,
@@ -172,7 +171,7 @@ async def load(
     now = datetime.combine(day, clock(0), UTC)  # "now" as far as the data is concerned
     started = time.perf_counter()
     world = build_world(seed)
-    report = DemoReport(_safe_url(database_url), seed, day, world, Census())
+    report = DemoReport(safe_url(database_url), seed, day, world, Census())
     engine = create_engine(database_url)
     try:
         async with engine.connect() as connection:
@@ -196,10 +195,6 @@ async def load(
         await engine.dispose()
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 async def _prepare(connection: AsyncConnection, *, reset: bool) -> None:
