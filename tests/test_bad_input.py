@@ -9,6 +9,7 @@ from datetime import date
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from hub.api.ids import to_global_id
@@ -655,3 +656,40 @@ async def test_full_width_digits_are_the_same_number(
         "BAD_USER_INPUT",
         "phone",
     )
+
+
+UNSTORABLE_QUERIES = [
+    "query($v: String!) { residents(filter: {idNumber: $v}) { totalCount } }",
+    "query($v: String!) { residents(filter: {inGrid: $v}) { totalCount } }",
+    "query($v: String!) { grid(code: $v) { code } }",
+    "query($v: String!) { department(code: $v) { code } }",
+    "query($v: String!) { feedback(trackingCode: $v) { status } }",
+]
+
+
+@pytest.mark.parametrize("query", UNSTORABLE_QUERIES)
+@pytest.mark.parametrize("escape", ["\\ud800", "\\u0000"])
+async def test_unstorable_characters_in_any_argument_are_bad_input(
+    client: Any, world: World, query: str, escape: str
+) -> None:
+    # Raw JSON, so the lone surrogate survives as an escape the server must decode itself.
+    body = '{"query": ' + json.dumps(query) + ', "variables": {"v": "G1' + escape + '"}}'
+    response = await client.post(
+        "/graphql", content=body, headers={"content-type": "application/json"}
+    )
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_nul_in_a_literal_is_bad_input(gql: GraphQLClient, world: World) -> None:
+    error = await gql.error('{ grid(code: "G1\\u0000") { code } }')
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_id_number_filter_matches_full_width_digits(gql: GraphQLClient, world: World) -> None:
+    number = world.residents[0].id_number
+    full_width = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in number)
+    data = await gql.data(
+        "query($n: String!) { residents(filter: {idNumber: $n}) { totalCount } }", {"n": full_width}
+    )
+    assert data["residents"]["totalCount"] == 1

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import GraphQLError, OperationDefinitionNode
+from graphql import GraphQLError
 from strawberry import Schema
 from strawberry.extensions import SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from hub.api.context import Context
 from hub.api.errors import ShapeErrors
+from hub.api.guards import RejectUnstorableText, RequireOperationName
 from hub.api.limits import GraphQLLimits
 from hub.api.mutations import Mutation
 from hub.api.queries import Query
@@ -56,24 +57,6 @@ class PerOperationContext(SchemaExtension):
         yield
 
 
-class RequireOperationName(SchemaExtension):
-    """The GraphQL spec's GetOperation: a document with several operations needs an
-    operationName. strawberry would quietly run the first one instead (its `operation_name`
-    falls back to the first operation, so the name the client gave is read directly)."""
-
-    def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
-        document = context.graphql_document
-        if context._provided_operation_name is None and document is not None:
-            operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-            if len(operations) > 1:
-                raise GraphQLError(
-                    "the document holds several operations: name one with operationName",
-                    extensions={"code": "GRAPHQL_VALIDATION_FAILED"},
-                )
-        yield
-
-
 def build_schema(limits: Limits | None = None) -> Schema:
     limits = limits or Limits()
     # One per schema: it holds the validation rule class and the parse and cost caches.
@@ -89,6 +72,7 @@ def build_schema(limits: Limits | None = None) -> Schema:
             PerOperationContext,
             ShapeErrors,
             RequireOperationName,
+            RejectUnstorableText,
             # Parses through its own cache (with the length and token limits), adds the
             # depth/alias/cost rule, and bounds execution (batch budget, timeout).
             guard.extension,

@@ -61,7 +61,7 @@ def list_statement(filter: ResidentFilter) -> Select[Any]:
     if filter.household_code is not None:
         statement = statement.where(Resident.household_code == filter.household_code)
     if filter.id_number is not None:
-        statement = statement.where(Resident.id_number == filter.id_number.strip().upper())
+        statement = statement.where(Resident.id_number == idcard.normalise(filter.id_number))
     return statement
 
 
