@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from graphql import BREAK, GraphQLError, OperationDefinitionNode, StringValueNode, Visitor, visit
@@ -36,6 +36,7 @@ def _unstorable_field(value: Any, name: str) -> str | None:
     """The name of the innermost input field (or variable) holding unstorable text, if any."""
     if isinstance(value, str):
         return name if _UNSTORABLE.search(value) else None
+    items: Iterable[tuple[str, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):
