@@ -3,6 +3,7 @@ WebSockets (protocol audits, subscriptions across workers and processes)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -10,12 +11,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import httpx
+import uvicorn
 
 
 def free_port() -> int:
@@ -102,3 +104,21 @@ def live_server(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@asynccontextmanager
+async def in_process_server(app: Any) -> AsyncIterator[str]:
+    """uvicorn serving `app` (its lifespan already running) in this event loop, so a test can
+    look inside the app while real sockets talk to it. Yields "127.0.0.1:PORT"."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.02)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import strawberry
-import uvicorn
 from sqlalchemy import Select, insert
 from strawberry.types import ExecutionResult
 from websockets.asyncio.client import ClientConnection, connect
@@ -25,7 +23,7 @@ from hub.authz import Access, Viewer, open_access
 from hub.db import Database, utcnow
 from hub.models import Event, EventTransition, Member, Resident, ResidentExternalId, member_grids
 from tests.conftest import GraphQLClient
-from tests.live import free_port
+from tests.live import in_process_server
 from tests.world import World
 
 S = TypeVar("S", bound=Select[Any])
@@ -102,23 +100,6 @@ async def test_every_operation_gets_its_own_context(app: Any) -> None:
     assert all(context.state is base.state for context in seen)
 
 
-@asynccontextmanager
-async def in_process_server(app: Any) -> AsyncIterator[str]:
-    """uvicorn serving `app` (its lifespan already running) in this event loop."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"ws://127.0.0.1:{port}/graphql"
-    finally:
-        server.should_exit = True
-        await task
-
-
 @dataclass
 class Socket:
     ws: ClientConnection
@@ -150,7 +131,8 @@ async def test_websocket_operations_do_not_share_caches(
     reads the database afresh."""
     event = await report(gql)
     variables = {"id": event, "note": "已派人处理"}
-    async with in_process_server(app) as url:
+    async with in_process_server(app) as address:
+        url = f"ws://{address}/graphql"
         protocol = Subprotocol("graphql-transport-ws")
         async with connect(url, subprotocols=[protocol], open_timeout=10) as ws:
             await ws.send(json.dumps({"type": "connection_init"}))

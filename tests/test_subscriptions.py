@@ -20,14 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from hub.db import Database
 from hub.grids import service as grids
-from tests.live import LiveServer, free_port, live_server
+from tests.live import LiveServer, in_process_server, live_server
 from tests.services import REDIS_URL, need_postgres, need_redis
 from tests.world import World
 
@@ -511,23 +510,6 @@ async def test_every_worker_delivers_every_change(database_url: str, world: Worl
 
 
 # --- no leaks ---------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def in_process_server(app: Any) -> AsyncIterator[str]:
-    """uvicorn serving `app` in this event loop, so the test can look inside the app."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def local_subscribers(broker: Any) -> int:

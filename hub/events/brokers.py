@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import random
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any
@@ -63,7 +64,7 @@ def create_broker(settings: Settings, db: Database) -> Broker:
 Ready = Callable[[], None]
 
 
-class _RelayBroker:
+class _RelayBroker(ABC):
     """Publishes through a shared service; one supervised listener task feeds local subscribers."""
 
     name = "relay"
@@ -181,12 +182,13 @@ class _RelayBroker:
             log.info("%s broker listener reconnected", self.name)
         self._ready.set()
 
+    @abstractmethod
     async def _listen(self, ready: Ready) -> None:
         """Connect, subscribe, call `ready()`, then receive until the connection is lost (raise)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _send(self, payload: bytes) -> None:
-        raise NotImplementedError
+        """Publish one payload to every process."""
 
     async def _close_publisher(self) -> None:
         return None
