@@ -18,7 +18,7 @@ from hub.models import Event, Feedback, Notice, Resident
 from hub.residents import idcard
 from hub.residents import service as residents
 from tests.conftest import GraphQLClient
-from tests.test_sql_counts import counting
+from tests.sql_capture import captured_sql
 from tests.world import World, valid_id_number
 
 CREATE_RESIDENT = (
@@ -518,9 +518,9 @@ async def test_notice_grid_codes_are_deduplicated_resolved_at_once_and_capped(
     assert sorted(g["code"] for g in body["createNotice"]["scope"]) == ["C1", "G1"]
     # However many codes, one statement resolves them all.
     every_grid = list(world.grids)
-    with counting(app.state.db.engine.sync_engine) as statements:
+    with captured_sql(app.state.db.engine.sync_engine) as statements:
         await gql.data(CREATE_NOTICE, notice(gridCodes=every_grid))
-    grid_reads = [s for s in statements if "FROM grids" in s]
+    grid_reads = [s for s, _ in statements if "FROM grids" in s]
     assert len(grid_reads) == 1, grid_reads
     # The cap counts distinct codes: a long list of one code is fine, 101 codes are not.
     await gql.data(CREATE_NOTICE, notice(gridCodes=["C1"] * 500))

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 
 from hub.api.ids import to_global_id
@@ -24,6 +21,7 @@ from hub.residents import idcard
 from hub.residents import service as residents
 from hub.residents.models import Resident, ResidentTag
 from tests.conftest import GraphQLClient
+from tests.sql_capture import captured_sql
 from tests.world import World
 
 PAGE = "totalCount edges { cursor node { id } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor }"
@@ -388,20 +386,6 @@ async def test_bad_cursors_are_refused(gql: GraphQLClient, db: Database, crowd: 
     descending = {"field": "NAME", "direction": "DESC"}
     assert (await page(gql, "residents", order=descending, first=2, after=name))["edges"] == []
     assert len((await page(gql, "residents", order=descending, last=2, before=name))["edges"]) == 2
-
-
-@contextmanager
-def captured_sql(engine: Any) -> Iterator[list[tuple[str, Any]]]:
-    statements: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        statements.append((statement, parameters))
-
-    sa_event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", record)
 
 
 def no_real_offset(statement: str, parameters: Any) -> bool:

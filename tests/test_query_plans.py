@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from sqlalchemy import Table, text
-from sqlalchemy import event as sa_event
 
 from hub.api.queries import EVENT_KEYS, GRID_KEYS, NOTICE_KEYS, RESIDENT_KEYS
 from hub.db import Base, Database
@@ -32,6 +30,7 @@ from hub.events import service as events
 from hub.notices import service as notices
 from hub.pagination import SortKey
 from tests.conftest import GraphQLClient
+from tests.sql_capture import captured_sql
 from tests.world import World
 
 LISTS: dict[str, dict[Any, SortKey]] = {
@@ -70,20 +69,6 @@ async def add_events_and_notices(db: Database) -> None:
             )
 
 
-@contextmanager
-def capture(engine: Any) -> Iterator[list[tuple[str, Any]]]:
-    statements: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        statements.append((statement, parameters))
-
-    sa_event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", record)
-
-
 async def page_statements(
     gql: GraphQLClient, app: Any, field: str, ordering: str, direction: str
 ) -> list[tuple[str, Any]]:
@@ -96,7 +81,7 @@ async def page_statements(
     found = []
     for page in pages:
         query = f"{{ {field}({page}, {order}) {{ edges {{ node {{ id }} }} }} }}"
-        with capture(app.state.db.engine.sync_engine) as statements:
+        with captured_sql(app.state.db.engine.sync_engine) as statements:
             await gql.data(query)
         paged = [(s, p) for s, p in statements if "ORDER BY" in s.upper() and "LIMIT" in s.upper()]
         assert len(paged) == 1, statements

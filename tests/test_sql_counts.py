@@ -4,11 +4,7 @@ DataLoader batch)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
-
-from sqlalchemy import event as sa_event
 
 from hub.db import Database
 from hub.events import service as events
@@ -19,6 +15,7 @@ from hub.notices import service as notices
 from hub.residents import service as residents
 from hub.residents.models import ResidentExternalId
 from tests.conftest import GraphQLClient
+from tests.sql_capture import captured_sql
 from tests.world import World, valid_id_number
 
 PAGE = """{ events(first: 100) { totalCount edges { node {
@@ -79,25 +76,11 @@ async def add_events(db: Database, world: World, start: int, stop: int) -> None:
                 )
 
 
-@contextmanager
-def counting(engine: Any) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    sa_event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", record)
-
-
 async def statements_for(gql: GraphQLClient, app: Any, query: str) -> tuple[list[str], Any]:
     await gql.data(query)  # warm: first-connection queries are not the page's
-    with counting(app.state.db.engine.sync_engine) as statements:
+    with captured_sql(app.state.db.engine.sync_engine) as statements:
         data = await gql.data(query)
-    return statements, data
+    return [statement for statement, _ in statements], data
 
 
 def check_page(data: dict[str, Any], n: int) -> None:
@@ -170,9 +153,9 @@ async def statements_with(
     gql: GraphQLClient, app: Any, query: str, variables: dict[str, Any]
 ) -> tuple[list[str], Any]:
     await gql.data(query, variables)  # warm: first-connection queries are not the page's
-    with counting(app.state.db.engine.sync_engine) as statements:
+    with captured_sql(app.state.db.engine.sync_engine) as statements:
         data = await gql.data(query, variables)
-    return statements, data
+    return [statement for statement, _ in statements], data
 
 
 def nodes(data: dict[str, Any], field: str) -> list[dict[str, Any]]:
