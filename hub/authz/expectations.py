@@ -1,0 +1,82 @@
+"""The auditors' expectations (policies/expectations.csv), checked against a policy.
+
+Each line: role, object, action, expected. For a field read (`read`) the expectation is the
+level: `allow` (full), `masked` or `deny` (hidden). For everything else (`call`, `set`,
+`rows:<scope>`) it is `allow` or `deny`. The check runs in the test suite, in
+`gridhub policy check`, and before any runtime policy change takes effect.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub.authz.policy import READ, Policy, PolicyError
+from hub.authz.profile import Level, decide, field_level
+
+EXPECTED = frozenset({"allow", "masked", "deny"})
+LEVEL_WORDS = {Level.FULL: "allow", Level.MASKED: "masked", Level.HIDDEN: "deny"}
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    role: str
+    object: str
+    action: str
+    expected: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    expectation: Expectation
+    actual: str
+
+    def describe(self) -> str:
+        e = self.expectation
+        return (
+            f"line {e.line}: {e.role} {e.action} {e.object}: expected {e.expected}, "
+            f"the policy gives {self.actual}"
+        )
+
+
+def parse(text: str, *, source: str = "expectations.csv") -> list[Expectation]:
+    found = []
+    rows = csv.reader(io.StringIO(text), skipinitialspace=True)
+    for number, row in enumerate(rows, start=1):
+        if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+            continue
+        values = [value.strip() for value in row]
+        if len(values) != 4:
+            raise PolicyError("an expectation has 4 values", line=number, source=source)
+        role, obj, action, expected = values
+        if expected not in EXPECTED or (expected == "masked" and action != READ):
+            raise PolicyError(
+                f"expected must be allow, deny or (for read) masked, not {expected!r}",
+                line=number,
+                source=source,
+            )
+        found.append(Expectation(role, obj, action, expected, number))
+    return found
+
+
+def load(path: Path) -> list[Expectation]:
+    return parse(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def actual(policy: Policy, expectation: Expectation) -> str:
+    if expectation.action == READ:
+        return LEVEL_WORDS[field_level(policy, expectation.role, expectation.object)]
+    allowed = decide(policy, expectation.role, expectation.object, expectation.action)
+    return "allow" if allowed else "deny"
+
+
+def check(policy: Policy, expectations: list[Expectation]) -> list[Failure]:
+    failures = []
+    for expectation in expectations:
+        result = actual(policy, expectation)
+        if result != expectation.expected:
+            failures.append(Failure(expectation, result))
+    return failures
