@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_SQLITE_FILE = "gridhub.db"
+# The repository's policies/ folder (model.conf, policy.csv, expectations.csv).
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 
 
 def default_database_url(workdir: Path | None = None) -> str:
@@ -63,6 +65,18 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     # Log SQL statements (very noisy); for debugging only.
     echo_sql: bool = False
+    # Where GridHub keeps files of its own (the development signing secret).
+    data_dir: Path = field(default_factory=lambda: Path.cwd() / ".gridhub")
+    # Tokens: an HS256 secret, and/or a JWKS file of RS256/ES256 public keys. Without a
+    # configured secret, `gridhub token` generates one into data_dir (development only).
+    jwt_secret: str | None = None
+    jwks_file: Path | None = None
+    jwt_issuer: str = "gridhub"
+    jwt_audience: str = "gridhub-api"
+    # The policy the hub seeds its first policy version from (hub.authz.store).
+    policy_dir: Path = field(default_factory=lambda: DEFAULT_POLICY_DIR)
+    # How often each worker looks for a new policy version (seconds).
+    policy_poll_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -74,6 +88,18 @@ class Settings:
             values["broker_url"] = broker
         if env.get("GRIDHUB_ECHO_SQL") == "1":
             values["echo_sql"] = True
+        if data_dir := env.get("GRIDHUB_DATA_DIR"):
+            values["data_dir"] = Path(data_dir)
+        if secret := env.get("GRIDHUB_JWT_SECRET"):
+            values["jwt_secret"] = secret
+        if jwks := env.get("GRIDHUB_JWKS_FILE"):
+            values["jwks_file"] = Path(jwks)
+        if issuer := env.get("GRIDHUB_JWT_ISSUER"):
+            values["jwt_issuer"] = issuer
+        if audience := env.get("GRIDHUB_JWT_AUDIENCE"):
+            values["jwt_audience"] = audience
+        if policy_dir := env.get("GRIDHUB_POLICY_DIR"):
+            values["policy_dir"] = Path(policy_dir)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

@@ -44,3 +44,21 @@ class LimitExceeded(GridHubError):
     def __init__(self, code: str, message: str, **extensions: Any) -> None:
         super().__init__(message, **extensions)
         self.code = code
+
+
+class Unauthenticated(GridHubError):
+    """The credential is missing where one is needed, expired, tampered with or unknown."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PurposeRequired(GridHubError):
+    """Sensitive fields are read only with a stated purpose (hub.api.purpose)."""
+
+    code = "PURPOSE_REQUIRED"
+
+
+class PolicyRejected(GridHubError):
+    """A policy change that does not load, or breaks an auditors' expectation."""
+
+    code = "POLICY_REJECTED"

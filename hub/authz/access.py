@@ -1,0 +1,56 @@
+"""The one gate every read and write passes through: a viewer, its role's compiled profile and
+its open emergency grants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, false, or_
+
+from hub.authz.profile import Level, Profile
+from hub.authz.scopes import SCOPED_TYPES, UNDER_GRIDS, scope_clause
+from hub.authz.viewer import Viewer
+
+S = TypeVar("S", bound=Select[Any])
+
+TYPE_OF_MODEL: dict[type[Any], str] = {model: name for name, model in SCOPED_TYPES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    viewer: Viewer
+    profile: Profile
+    # Grid paths of the viewer's open emergency grants: rows under them are in scope and masked
+    # fields show in full while a grant lasts.
+    emergency_paths: tuple[str, ...] = ()
+
+    def rows(self, statement: S, entity: type[Any]) -> S:
+        """Narrow a SELECT over `entity` to the rows this viewer may see."""
+        type_name = TYPE_OF_MODEL.get(entity)
+        if type_name is None:
+            raise LookupError(f"{entity.__name__} has no row scope")  # a programming error
+        if not self.profile.sees_type(type_name):
+            return statement.where(false())
+        scopes = self.profile.scopes.get(type_name, frozenset())
+        if "all" in scopes:
+            return statement
+        clauses = [scope_clause(entity, scope, self.viewer) for scope in sorted(scopes)]
+        if self.emergency_paths and entity in UNDER_GRIDS:
+            clauses.append(UNDER_GRIDS[entity](self.emergency_paths))
+        return statement.where(or_(*clauses) if clauses else false())
+
+    def can_call(self, operation: str) -> bool:
+        return operation in self.profile.operations
+
+    def level(self, field: str) -> Level:
+        return self.profile.level(field)
+
+    @property
+    def unmasked(self) -> bool:
+        """An open emergency grant shows this viewer's masked fields in full."""
+        return bool(self.emergency_paths)
+
+    def actor(self) -> str:
+        """How this viewer is named in timelines and the audit log."""
+        return self.viewer.subject

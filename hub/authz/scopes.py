@@ -1,0 +1,125 @@
+"""Row scopes as SQL: which rows of a type a viewer sees, as one WHERE clause.
+
+A policy line `p, grid_worker, Resident, rows:own_grids, allow` becomes, for a worker responsible
+for grid G0101, `residents.grid_id IN (SELECT id FROM grids WHERE path in G0101's subtree)`.
+Sub-selects use their own aliases and never correlate with the statement they are added to, so a
+statement that already joins grids or member_grids (the loaders do) cannot capture them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists, false, or_, select, true
+from sqlalchemy.orm import aliased
+
+from hub.authz.models import AuditRecord, EmergencyGrant, PolicyVersion
+from hub.authz.viewer import Viewer
+from hub.departments.models import Department
+from hub.events.models import Event
+from hub.feedback.models import Feedback
+from hub.grids.models import PATH_END, Grid
+from hub.members.models import Member, member_grids
+from hub.notices.models import Notice, notice_grids
+from hub.residents.models import Resident
+
+Clause = ColumnElement[bool]
+
+
+def in_subtrees(path_column: Any, paths: Iterable[str]) -> Clause:
+    """`path_column` lies in one of the subtrees rooted at `paths`."""
+    ranges = [(path_column >= p) & (path_column < p + PATH_END) for p in paths]
+    return or_(*ranges) if ranges else false()
+
+
+def _grid_ids_under(paths: Iterable[str]) -> Any:
+    grid = aliased(Grid)
+    return select(grid.id).where(in_subtrees(grid.path, paths)).correlate(None)
+
+
+def _grid_bound(column: Any) -> Callable[[tuple[str, ...]], Clause]:
+    return lambda paths: column.in_(_grid_ids_under(paths))
+
+
+def _member_in(paths: tuple[str, ...]) -> Clause:
+    link = member_grids.alias()
+    grid = aliased(Grid)
+    return exists(
+        select(1)
+        .select_from(link)
+        .join(grid, grid.id == link.c.grid_id)
+        .where(link.c.member_id == Member.id, in_subtrees(grid.path, paths))
+    ).correlate(Member)
+
+
+def _notice_in(paths: tuple[str, ...]) -> Clause:
+    link = notice_grids.alias()
+    grid = aliased(Grid)
+    return exists(
+        select(1)
+        .select_from(link)
+        .join(grid, grid.id == link.c.grid_id)
+        .where(link.c.notice_id == Notice.id, in_subtrees(grid.path, paths))
+    ).correlate(Notice)
+
+
+# Per type: the clause for "rows under these grid paths" (own_grids, emergency grants).
+UNDER_GRIDS: Mapping[type[Any], Callable[[tuple[str, ...]], Clause]] = {
+    Grid: lambda paths: in_subtrees(Grid.path, paths),
+    Resident: _grid_bound(Resident.grid_id),
+    Event: _grid_bound(Event.grid_id),
+    Feedback: _grid_bound(Feedback.grid_id),
+    Member: _member_in,
+    Notice: _notice_in,
+}
+
+# Per type: the column that says which department a row is assigned to.
+DEPARTMENT_COLUMN: Mapping[type[Any], Any] = {
+    Event: Event.department_id,
+    Notice: Notice.department_id,
+    Member: Member.department_id,
+    Feedback: Feedback.responder_department_id,
+    Department: Department.id,
+}
+
+PUBLISHED: Mapping[type[Any], Clause] = {Notice: Notice.status == "published"}
+
+# The types with rows of their own, by GraphQL name, and the scopes each one supports.
+SCOPED_TYPES: Mapping[str, type[Any]] = {
+    "Grid": Grid,
+    "Department": Department,
+    "Member": Member,
+    "Resident": Resident,
+    "Event": Event,
+    "Notice": Notice,
+    "Feedback": Feedback,
+    "AuditRecord": AuditRecord,
+    "PolicyVersion": PolicyVersion,
+    "EmergencyGrant": EmergencyGrant,
+}
+
+
+def supported_scopes(model: type[Any]) -> frozenset[str]:
+    scopes = {"all"}
+    if model in UNDER_GRIDS:
+        scopes.add("own_grids")
+    if model in DEPARTMENT_COLUMN:
+        scopes.add("own_department")
+    if model in PUBLISHED:
+        scopes.add("published")
+    return frozenset(scopes)
+
+
+def scope_clause(model: type[Any], scope: str, viewer: Viewer) -> Clause:
+    if scope == "all":
+        return true()
+    if scope == "own_grids":
+        return UNDER_GRIDS[model](viewer.grid_paths)
+    if scope == "own_department":
+        if viewer.department_id is None:
+            return false()
+        return DEPARTMENT_COLUMN[model] == viewer.department_id
+    if scope == "published":
+        return PUBLISHED[model]
+    raise ValueError(f"unknown scope {scope}")  # compile_profiles refuses it first

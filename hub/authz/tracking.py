@@ -1,0 +1,66 @@
+"""What a unit of work wrote: the records and fields, for the mutation's audit record.
+
+One listener on every ORM session notes, at each flush, the objects added, changed or deleted
+and the attributes that changed; `touched()` reads them back before the commit, so the audit
+record written in the same transaction names exactly what the transaction changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.orm import Session
+
+_KEY = "gridhub.touched"
+
+
+@dataclass
+class Touched:
+    records: set[str] = field(default_factory=set)
+    fields: set[str] = field(default_factory=set)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _record_of(obj: Any) -> str | None:
+    # Child rows (tags, external ids) are named by the resident they belong to.
+    owner = getattr(obj, "resident_id", None) if not hasattr(obj, "id") else None
+    if owner is not None:
+        return f"Resident:{owner}"
+    identity = getattr(obj, "id", None)
+    if identity is None:
+        identity = getattr(obj, "seq", None) or getattr(obj, "version", None)
+    return f"{type(obj).__name__}:{identity}" if identity is not None else None
+
+
+def _note(session: Session, _context: Any) -> None:
+    touched: Touched = session.info.setdefault(_KEY, Touched())
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        kind = type(obj).__name__
+        if kind in ("AuditRecord", "AuditHead"):
+            continue
+        if (record := _record_of(obj)) is not None:
+            touched.records.add(record)
+        state = inspect(obj)
+        for attr in state.mapper.column_attrs:
+            if state.attrs[attr.key].history.has_changes():
+                touched.fields.add(f"{kind}.{_camel(attr.key)}")
+
+
+def touched(session: Any) -> Touched:
+    """What the session has flushed so far (an AsyncSession or its sync Session)."""
+    sync = getattr(session, "sync_session", session)
+    return sync.info.get(_KEY) or Touched()
+
+
+def forget(session: Any) -> None:
+    sync = getattr(session, "sync_session", session)
+    sync.info.pop(_KEY, None)
+
+
+event.listen(Session, "after_flush", _note)
