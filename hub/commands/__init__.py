@@ -1,0 +1,1 @@
+"""The `gridhub` subcommands beyond serving: identity, audit, policy tools."""
