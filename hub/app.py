@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from hub.api.http import IDE_ASSETS_PATH, GraphQLView, ide_assets
 from hub.api.limits import BodySizeLimit
+from hub.api.registry import SchemaRegistry
 from hub.api.schema import build_schema
+from hub.authz.identity import AuthenticationFailed
 from hub.config import Settings
 from hub.db import Database
 from hub.events.brokers import create_broker
@@ -29,22 +31,35 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     broker = create_broker(settings, db)
     schema = build_schema(settings.limits)
-    graphql = GraphQLView(schema, db=db, settings=settings, broker=broker)
+    registry = SchemaRegistry(schema, settings)
+    graphql = GraphQLView(schema, db=db, settings=settings, broker=broker, registry=registry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await registry.start(db)
         await broker.start()
         try:
             yield
         finally:
             await broker.stop()
+            await registry.stop()
             await db.dispose()
 
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    async def sdl(_: Request) -> PlainTextResponse:
-        return PlainTextResponse(schema.as_str() + "\n", media_type="application/graphql")
+    async def sdl(request: Request) -> Response:
+        # The caller's own role's schema: what it may use, and nothing else.
+        try:
+            viewer = await graphql.identify(request)
+        except AuthenticationFailed as exc:
+            return JSONResponse(
+                {"errors": [{"message": exc.reason, "extensions": {"code": exc.code}}]},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        role_schema = registry.schema_for(viewer.role)
+        return PlainTextResponse(role_schema.as_str() + "\n", media_type="application/graphql")
 
     app = Starlette(
         routes=[
@@ -62,4 +77,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.broker = broker
     app.state.settings = settings
     app.state.schema = schema
+    app.state.registry = registry
     return app

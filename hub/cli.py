@@ -7,23 +7,17 @@ import copy
 import logging
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
+from hub.commands.audit import audit
+from hub.commands.identity import apikey, token
+from hub.commands.options import DB_OPTION
+from hub.commands.options import settings_for as _settings
+from hub.commands.policy import policy
 from hub.config import Settings
-
-DB_OPTION = click.option(
-    "--db",
-    "database_url",
-    envvar="GRIDHUB_DATABASE_URL",
-    default=None,
-    help="Database URL (default: SQLite file gridhub.db here; postgresql://... for PostgreSQL).",
-)
-
-
-def _settings(database_url: str | None) -> Settings:
-    return Settings.from_env(database_url=database_url)
 
 
 class WithoutQueryStrings(logging.Filter):
@@ -183,11 +177,53 @@ def schema() -> None:
 
 
 @schema.command("print")
-def schema_print() -> None:
-    """Print the SDL of the API."""
+@click.option(
+    "--role",
+    default=None,
+    help="Print this role's schema under the policy files (default: the full schema, "
+    "every role's schema is cut from).",
+)
+def schema_print(role: str | None) -> None:
+    """Print the SDL of the API, or of one role."""
+    sys.stdout.write(_sdl(role))
+
+
+@schema.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default="schema")
+def schema_export(directory: Path) -> None:
+    """Write the full SDL and every role's SDL (DIRECTORY/roles/ROLE.graphql)."""
+    from hub.api.registry import SchemaRegistry
     from hub.api.schema import build_schema
 
-    sys.stdout.write(build_schema().as_str() + "\n")
+    registry = SchemaRegistry(build_schema(), Settings.from_env())
+    roles = directory / "roles"
+    roles.mkdir(parents=True, exist_ok=True)
+    (directory / "gridhub.graphql").write_text(_sdl(None), encoding="utf-8")
+    for stale in roles.glob("*.graphql"):
+        stale.unlink()
+    for role in registry.roles:
+        (roles / f"{role.replace(':', '-')}.graphql").write_text(
+            _sdl(role, registry), encoding="utf-8"
+        )
+    click.echo(f"wrote {directory}/gridhub.graphql and {len(registry.roles)} role schemas")
+
+
+def _sdl(role: str | None, registry: Any = None) -> str:
+    from hub.api.registry import SchemaRegistry
+    from hub.api.schema import build_schema
+
+    if role is None:
+        return build_schema().as_str() + "\n"
+    registry = registry or SchemaRegistry(build_schema(), Settings.from_env())
+    if role not in registry.roles:
+        raise click.BadParameter(f"no role {role!r} in the policy", param_hint="--role")
+    return registry.schema_for(role).as_str() + "\n"
+
+
+main.add_command(token)
+main.add_command(apikey)
+main.add_command(audit)
+main.add_command(policy)
 
 
 if __name__ == "__main__":

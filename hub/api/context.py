@@ -10,9 +10,9 @@ the batch cost budget and the cap on concurrent database sessions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import event
@@ -23,6 +23,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from hub.api.loaders import Loaders
 from hub.authz import Access
+from hub.authz.reads import ReadLog
 from hub.config import Settings
 from hub.db import Database
 from hub.events.changes import Broker
@@ -50,7 +51,7 @@ class RequestDatabase:
     A statement whose task is cancelled (the execution timeout) stops: see interrupt_on_cancel.
     """
 
-    __slots__ = ("_after_commit", "_database", "_sessions")
+    __slots__ = ("_after_commit", "_database", "_sessions", "before_commit")
 
     def __init__(
         self,
@@ -61,10 +62,17 @@ class RequestDatabase:
         self._database = database
         self._sessions = sessions
         self._after_commit = after_commit
+        # Runs inside every unit of work just before it commits: a mutation's audit record is
+        # written there, in the same transaction as the change it describes (hub.api.audit).
+        self.before_commit: Callable[[AsyncSession], Awaitable[None]] | None = None
 
     def for_operation(self, after_commit: Callable[[], None]) -> RequestDatabase:
         """The same database and session cap, with this operation's own commit hook."""
         return RequestDatabase(self._database, self._sessions, after_commit)
+
+    @property
+    def database(self) -> Database:
+        return self._database
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:
@@ -76,6 +84,8 @@ class RequestDatabase:
         async with self._sessions:
             async with self._database.transaction() as session:
                 yield session
+                if self.before_commit is not None:
+                    await self.before_commit(session)
             # Committed (an error would have left the block above by raising).
             if self._after_commit is not None:
                 self._after_commit()
@@ -118,6 +128,14 @@ class Context:
     broker: Broker
     loaders: Loaders
     state: RequestState
+    # The purpose the request states for reading sensitive fields (hub.api.audit).
+    purpose: str | None = None
+    # The sensitive fields and records this operation has read, for its audit record.
+    reads: ReadLog = field(default_factory=ReadLog)
+    # The live policy (hub.api.registry.SchemaRegistry): subscriptions check its version.
+    registry: Any = None
+    # The audit record kind of this operation's writes, when not "mutation" (policy, emergency).
+    audit_kind: str | None = None
     request: Any = None
     response: Any = None
 
@@ -129,6 +147,8 @@ class Context:
         settings: Settings,
         access: Access,
         broker: Broker,
+        purpose: str | None = None,
+        registry: Any = None,
         request: Any = None,
         response: Any = None,
     ) -> Context:
@@ -141,15 +161,19 @@ class Context:
             broker=broker,
             loaders=Loaders(db, access),
             state=state,
+            purpose=purpose,
+            registry=registry,
             request=request,
             response=response,
         )
 
     def for_operation(self) -> Context:
-        """A copy for one operation: its own DataLoaders, cleared after each commit."""
+        """A copy for one operation: its own DataLoaders (cleared after each commit) and its
+        own record of what it read."""
         operation = replace(self)
         operation.db = self.db.for_operation(operation.clear_loaders)
         operation.loaders = Loaders(operation.db, self.access)
+        operation.reads = ReadLog()
         return operation
 
     def clear_loaders(self) -> None:

@@ -43,8 +43,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Subscr
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from hub.api.audit import PURPOSE_HEADER, clean_purpose
 from hub.api.context import Context, interrupt_on_cancel
-from hub.authz import open_access
+from hub.api.registry import SchemaRegistry
+from hub.authz import audit
+from hub.authz.identity import AuthenticationFailed, TokenVerifier, authenticate
+from hub.authz.viewer import Viewer
 from hub.config import Settings
 from hub.db import Database
 from hub.events.changes import Broker
@@ -174,9 +178,21 @@ def _error_body(message: str, code: str) -> dict[str, Any]:
     return {"errors": [{"message": message, "extensions": {"code": code}}]}
 
 
+ROLE_HEADER = "x-gridhub-role"
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws, with a stable code on the operation-limit error: strawberry refuses
-    an operation past `max_subscriptions_per_connection` with an uncoded "error" message."""
+    an operation past `max_subscriptions_per_connection` with an uncoded "error" message.
+
+    The connection runs its viewer's role schema, chosen when the upgrade request was
+    authenticated (strawberry picks the schema before `connection_init`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        context = self.context
+        if isinstance(context, Context) and context.registry is not None:
+            self.schema = context.registry.schema_for(context.access.viewer.role)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         maximum = self.max_subscriptions_per_connection
@@ -200,7 +216,15 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
 
-    def __init__(self, schema: Any, *, db: Database, settings: Settings, broker: Broker) -> None:
+    def __init__(
+        self,
+        schema: Any,
+        *,
+        db: Database,
+        settings: Settings,
+        broker: Broker,
+        registry: SchemaRegistry,
+    ) -> None:
         super().__init__(
             schema,
             graphql_ide="graphiql",
@@ -214,27 +238,85 @@ class GraphQLView(GraphQL[Context, None]):
         interrupt_on_cancel(db)
         self.settings = settings
         self.broker = broker
+        self.registry = registry
+        self.verifier = TokenVerifier(settings)
         self._ide_html = (resources.files(STATIC_PACKAGE) / IDE_PAGE).read_text(encoding="utf-8")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            websocket = WebSocket(scope, receive, send)
+            try:
+                scope.setdefault("state", {})["viewer"] = await self.identify(websocket)
+            except AuthenticationFailed as exc:
+                # graphql-transport-ws's code for an unauthorised connection, with the reason.
+                protocols = websocket.scope.get("subprotocols") or []
+                await websocket.accept(subprotocol=protocols[0] if protocols else None)
+                await websocket.close(code=4401, reason=exc.reason[:120])
+                return
+            await super().__call__(scope, receive, send)
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
         try:
+            request.state.viewer = await self.identify(request)
             response = await self.run(request)
+        except AuthenticationFailed as exc:
+            response = self._rejection(
+                request,
+                RequestRejected(
+                    401,
+                    exc.reason,
+                    code="UNAUTHENTICATED",
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                ),
+            )
         except HTTPException as exc:
             response = self._rejection(request, exc)
         await response(scope, receive, send)
 
+    async def identify(self, connection: Request | WebSocket) -> Viewer:
+        """The viewer a request acts as; a failure is audited and refused, never downgraded."""
+        headers = connection.headers
+        try:
+            viewer = await authenticate(
+                self.db,
+                self.verifier,
+                authorization=headers.get("authorization"),
+                role=headers.get(ROLE_HEADER),
+            )
+            if viewer.role not in self.registry.roles:
+                raise AuthenticationFailed(f"role {viewer.role!r} is not in the policy")
+        except AuthenticationFailed as exc:
+            await audit.append_now(
+                self.db,
+                audit.AuditEntry(
+                    kind="auth_failure",
+                    actor="unknown",
+                    role="",
+                    outcome="failed",
+                    detail={"reason": exc.reason, "path": connection.url.path},
+                ),
+            )
+            raise
+        return viewer
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         # One per HTTP request (a batch included) or WebSocket connection; every operation
         # runs on its own copy (hub.api.schema.PerOperationContext).
+        viewer: Viewer = request.state.viewer
+        try:
+            purpose = clean_purpose(request.headers.get(PURPOSE_HEADER))
+        except GraphQLError as exc:
+            raise RequestRejected(400, exc.message, code="BAD_USER_INPUT") from exc
         return Context.build(
             self.db,
             settings=self.settings,
-            access=open_access(),
+            access=self.registry.access_for(viewer),
             broker=self.broker,
+            purpose=purpose,
+            registry=self.registry,
             request=request,
             response=response,
         )
@@ -348,8 +430,9 @@ class GraphQLView(GraphQL[Context, None]):
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
         method = request_adapter.method
+        schema = self.registry.schema_for(context.access.viewer.role)
         try:
-            return await self.schema.execute(
+            return await schema.execute(
                 request_data.query,
                 root_value=root_value,
                 variable_values=request_data.variables,

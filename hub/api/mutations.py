@@ -6,14 +6,19 @@ import dataclasses
 from datetime import datetime
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import models
 from hub.api.context import Info
 from hub.api.ids import pk_of
+from hub.api.scope import require_created_in_scope, require_visible, visible
 from hub.api.types.common import CoordinatesInput
 from hub.api.types.events import EventCategory, EventTransitionType, EventType, Severity
 from hub.api.types.feedback import FeedbackKind, FeedbackType
 from hub.api.types.notices import NoticeType
 from hub.api.types.residents import ResidentType
+from hub.authz import Access
+from hub.errors import BadUserInput, NotFound
 from hub.events import service as events
 from hub.events.changes import EventChange
 from hub.events.states import Action
@@ -80,10 +85,12 @@ async def _transition(
     deadline: datetime | None = None,
 ) -> Event:
     context = info.context
+    event_id = pk_of(id, "Event")
     async with context.db.transaction() as session:
+        await require_visible(session, context.access, models.Event, event_id, "event")
         event, change = await events.transition_with_change(
             session,
-            event_id=pk_of(id, "Event"),
+            event_id=event_id,
             action=action,
             actor=context.access.actor(),
             note=note,
@@ -92,6 +99,18 @@ async def _transition(
         )
     await context.broker.publish(change)
     return event
+
+
+async def _require_reporter_in_scope(
+    session: AsyncSession, access: Access, report: events.EventReport
+) -> None:
+    # A reporter outside the viewer's scope is refused exactly like one that does not exist.
+    for kind, model, pk in (
+        ("member", models.Member, report.reporter_member_id),
+        ("resident", models.Resident, report.reporter_resident_id),
+    ):
+        if pk is not None and not await visible(session, access, model, model.id == pk):
+            raise BadUserInput(f"unknown reporting {kind}", field="reporter")
 
 
 @strawberry.type
@@ -122,7 +141,11 @@ class Mutation:
             reporter_system=input.reporter_system,
         )
         async with context.db.transaction() as session:
+            await _require_reporter_in_scope(session, context.access, report)
             event = await events.report(session, report=report, actor=context.access.actor())
+            await require_created_in_scope(
+                session, context.access, models.Event, event.id, field="gridCode"
+            )
             change = EventChange.of(event, Action.REPORT.value)
         await context.broker.publish(change)
         return event  # type: ignore[return-value]
@@ -167,14 +190,17 @@ class Mutation:
     @strawberry.mutation(description="Add a note to an event's timeline without changing status.")
     async def add_event_note(self, info: Info, id: strawberry.ID, note: str) -> EventTransitionType:
         context = info.context
+        event_id = pk_of(id, "Event")
         async with context.db.transaction() as session:
+            await require_visible(session, context.access, models.Event, event_id, "event")
             line = await events.add_note(
-                session, event_id=pk_of(id, "Event"), actor=context.access.actor(), note=note
+                session, event_id=event_id, actor=context.access.actor(), note=note
             )
         return line  # type: ignore[return-value]
 
     @strawberry.mutation
     async def create_notice(self, info: Info, input: CreateNoticeInput) -> NoticeType:
+        access = info.context.access
         async with info.context.db.transaction() as session:
             notice = await notices.create(
                 session,
@@ -183,18 +209,25 @@ class Mutation:
                 department_code=input.department_code,
                 grid_codes=input.grid_codes,
             )
+            await require_created_in_scope(
+                session, access, models.Notice, notice.id, field="gridCodes"
+            )
         return notice  # type: ignore[return-value]
 
     @strawberry.mutation
     async def publish_notice(self, info: Info, id: strawberry.ID) -> NoticeType:
+        notice_id = pk_of(id, "Notice")
         async with info.context.db.transaction() as session:
-            notice = await notices.publish(session, notice_id=pk_of(id, "Notice"))
+            await require_visible(session, info.context.access, models.Notice, notice_id, "notice")
+            notice = await notices.publish(session, notice_id=notice_id)
         return notice  # type: ignore[return-value]
 
     @strawberry.mutation
     async def retract_notice(self, info: Info, id: strawberry.ID) -> NoticeType:
+        notice_id = pk_of(id, "Notice")
         async with info.context.db.transaction() as session:
-            notice = await notices.retract(session, notice_id=pk_of(id, "Notice"))
+            await require_visible(session, info.context.access, models.Notice, notice_id, "notice")
+            notice = await notices.retract(session, notice_id=notice_id)
         return notice  # type: ignore[return-value]
 
     @strawberry.mutation(description="Submit a suggestion or complaint; returns its tracking code.")
@@ -209,7 +242,15 @@ class Mutation:
     async def respond_to_feedback(
         self, info: Info, tracking_code: str, response: str, department_code: str
     ) -> FeedbackType:
+        code = feedback.normalise_tracking_code(tracking_code)
         async with info.context.db.transaction() as session:
+            if not await visible(
+                session,
+                info.context.access,
+                models.Feedback,
+                models.Feedback.tracking_code == code,
+            ):
+                raise NotFound("feedback not found")
             item = await feedback.respond(
                 session,
                 tracking_code=tracking_code,
@@ -222,14 +263,23 @@ class Mutation:
     async def create_resident(self, info: Info, input: ResidentInput) -> ResidentType:
         async with info.context.db.transaction() as session:
             resident = await residents.create(session, changes=input.changes())
+            await require_created_in_scope(
+                session, info.context.access, models.Resident, resident.id, field="gridCode"
+            )
         return resident  # type: ignore[return-value]
 
     @strawberry.mutation(description="Change the given fields; omitted fields stay as they are.")
     async def update_resident(
         self, info: Info, id: strawberry.ID, input: ResidentInput
     ) -> ResidentType:
+        resident_id = pk_of(id, "Resident")
+        access = info.context.access
         async with info.context.db.transaction() as session:
+            await require_visible(session, access, models.Resident, resident_id, "resident")
             resident = await residents.update(
-                session, resident_id=pk_of(id, "Resident"), changes=input.changes()
+                session, resident_id=resident_id, changes=input.changes()
+            )
+            await require_created_in_scope(
+                session, access, models.Resident, resident.id, field="gridCode"
             )
         return resident  # type: ignore[return-value]

@@ -47,6 +47,7 @@ NODE_MODELS: dict[str, type[Any]] = {
     "Event": models.Event,
     "Notice": models.Notice,
     "Feedback": models.Feedback,
+    "EmergencyGrant": models.EmergencyGrant,
 }
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from graphql import GraphQLError
 from strawberry import Schema
 from strawberry.extensions import SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 
+from hub.api.access import AccessMutation, AccessQuery
+from hub.api.audit import AuditTrail
 from hub.api.context import Context
 from hub.api.errors import ShapeErrors
 from hub.api.guards import RejectUnstorableText, RequireOperationName
@@ -17,6 +21,7 @@ from hub.api.limits import GraphQLLimits
 from hub.api.mutations import Mutation
 from hub.api.queries import Query
 from hub.api.subscriptions import Subscription
+from hub.api.types.access import EmergencyGrantType
 from hub.api.types.events import EventType
 from hub.api.types.feedback import FeedbackType
 from hub.api.types.notices import NoticeType
@@ -32,7 +37,13 @@ NODE_TYPES = [
     EventType,
     NoticeType,
     FeedbackType,
+    EmergencyGrantType,
 ]
+
+# The per-domain roots and access control's, as the one Query and Mutation of the full schema
+# (each role's schema is cut from it: hub.api.roles).
+FullQuery = merge_types("Query", (Query, AccessQuery))
+FullMutation = merge_types("Mutation", (Mutation, AccessMutation))
 
 
 class GridHubSchema(Schema):
@@ -57,13 +68,16 @@ class PerOperationContext(SchemaExtension):
         yield
 
 
+@lru_cache(maxsize=8)
 def build_schema(limits: Limits | None = None) -> Schema:
+    """The full schema (every role's schema is cut from it). Cached per Limits: apps and tools
+    in one process share it, and the role schemas compiled from it (hub.api.registry)."""
     limits = limits or Limits()
     # One per schema: it holds the validation rule class and the parse and cost caches.
     guard = GraphQLLimits(limits)
     return GridHubSchema(
-        query=Query,
-        mutation=Mutation,
+        query=FullQuery,
+        mutation=FullMutation,
         subscription=Subscription,
         types=NODE_TYPES,
         extensions=[
@@ -77,6 +91,8 @@ def build_schema(limits: Limits | None = None) -> Schema:
             # depth/alias/cost rule, and bounds execution (batch budget, timeout).
             guard.extension,
             lambda: ValidationCache(maxsize=512),
+            # After the limits: purpose for sensitive fields, and the access log.
+            AuditTrail,
         ],
         config=StrawberryConfig(
             disable_field_suggestions=True,

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import strawberry
+from graphql import GraphQLError
 from sqlalchemy import select
 
 from hub import models
+from hub.api.audit import flush_reads
 from hub.api.context import Context, Info
 from hub.api.loaders import Loaders
 from hub.api.types.events import EventStatus, EventType
+from hub.db import utcnow
 from hub.departments import service as departments
 from hub.events import states
 from hub.events.changes import EventChange
@@ -81,6 +84,23 @@ class ChangeFilter:
         return inside
 
 
+def still_allowed(context: Context) -> None:
+    """End the stream once its credential expires or the policy changes: the connection's schema
+    and scope were compiled for what was true when it subscribed."""
+    viewer = context.access.viewer
+    if viewer.expires_at is not None and viewer.expires_at <= utcnow():
+        raise GraphQLError(
+            "the token expired: reconnect with a fresh one",
+            extensions={"code": "UNAUTHENTICATED"},
+        )
+    registry = context.registry
+    if registry is not None and registry.version != context.access.profile.version:
+        raise GraphQLError(
+            "the access policy changed: reconnect and subscribe again",
+            extensions={"code": "POLICY_CHANGED"},
+        )
+
+
 async def _stream(
     context: Context, selection: ChangeFilter
 ) -> AsyncGenerator[EventChangeType, None]:
@@ -88,6 +108,9 @@ async def _stream(
     # the operation or disconnects, strawberry cancels and closes it and the queue goes away.
     async with context.broker.subscribe() as changes:
         async for change in changes:
+            # What the previous delivery read of sensitive fields goes on the record first.
+            await flush_reads(context, "eventChanged")
+            still_allowed(context)
             if not await selection.matches(context, change):
                 continue
             statement = context.access.rows(

@@ -1,0 +1,184 @@
+"""Purpose and audit for every GraphQL operation.
+
+- Sensitive fields (the policy's `g2, <field>, sensitive` lines) are read only with a stated
+  purpose: the `X-GridHub-Purpose` header, or `"extensions": {"purpose": "..."}` in the request
+  (the extension wins). Without one, an operation that selects a sensitive field fails before
+  it runs with PURPOSE_REQUIRED, naming the fields.
+- An operation that read sensitive fields appends one `read` record (fields, record ids,
+  purpose) when it ends; the response waits for it.
+- A mutation's record is appended inside its own transaction, just before the commit, naming
+  the records and fields the transaction wrote: no change without its record, and no record of
+  a change that rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import lru_cache
+from typing import Any
+
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, TypeInfo, TypeInfoVisitor, visit
+from graphql.language import FieldNode, Visitor
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from hub.api.context import Context
+from hub.authz import audit, tracking
+from hub.authz.reads import MAX_RECORDS
+
+PURPOSE_HEADER = "x-gridhub-purpose"
+MAX_PURPOSE_CHARS = 200
+
+
+def clean_purpose(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise GraphQLError(
+            "purpose must be a non-empty string", extensions={"code": "BAD_USER_INPUT"}
+        )
+    if len(value) > MAX_PURPOSE_CHARS:
+        raise GraphQLError(
+            f"purpose takes at most {MAX_PURPOSE_CHARS} characters",
+            extensions={"code": "BAD_USER_INPUT", "maximum": MAX_PURPOSE_CHARS},
+        )
+    return value.strip()
+
+
+class _Selected(Visitor):
+    def __init__(self, type_info: TypeInfo, wanted: frozenset[str]) -> None:
+        super().__init__()
+        self.type_info = type_info
+        self.wanted = wanted
+        self.found: set[str] = set()
+
+    def enter_field(self, node: FieldNode, *_: Any) -> None:
+        parent = self.type_info.get_parent_type()
+        if parent is not None:
+            key = f"{parent.name}.{node.name.value}"
+            if key in self.wanted:
+                self.found.add(key)
+
+
+@lru_cache(maxsize=1024)
+def _sensitive_in(
+    schema: GraphQLSchema, document: DocumentNode, wanted: frozenset[str]
+) -> tuple[str, ...]:
+    # Keyed on the schema and the parsed document, both cached objects: repeated operations of a
+    # role cost one dictionary lookup.
+    type_info = TypeInfo(schema)
+    visitor = _Selected(type_info, wanted)
+    visit(document, TypeInfoVisitor(type_info, visitor))
+    return tuple(sorted(visitor.found))
+
+
+def sensitive_selected(
+    schema: GraphQLSchema, document: DocumentNode, wanted: frozenset[str]
+) -> tuple[str, ...]:
+    if not wanted:
+        return ()
+    return _sensitive_in(schema, document, wanted)
+
+
+def entry(
+    context: Context, kind: str, *, operation: str | None, outcome: str, fields: Any, records: Any
+) -> audit.AuditEntry:
+    viewer = context.access.viewer
+    records = sorted(records)
+    detail: dict[str, Any] = {"policy_version": context.access.profile.version}
+    if len(records) > MAX_RECORDS:
+        detail["records_total"] = len(records)
+        records = records[:MAX_RECORDS]
+    if context.access.unmasked:
+        detail["emergency"] = True
+    return audit.AuditEntry(
+        kind=kind,
+        actor=viewer.subject,
+        role=viewer.role,
+        department=viewer.department_code,
+        operation=operation,
+        fields=sorted(fields),
+        records=records,
+        purpose=context.purpose,
+        outcome=outcome,
+        detail=detail,
+    )
+
+
+class AuditTrail(SchemaExtension):
+    async def on_execute(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        if not isinstance(context, Context):
+            yield
+            return
+        stated = (execution.operation_extensions or {}).get("purpose")
+        if stated is not None:
+            context.purpose = clean_purpose(stated)
+        document = execution.graphql_document
+        if document is not None and context.purpose is None:
+            found = sensitive_selected(
+                execution.schema._schema, document, context.access.profile.sensitive
+            )
+            if found:
+                raise GraphQLError(
+                    f"reading {', '.join(found)} needs a stated purpose: send the "
+                    "X-GridHub-Purpose header or extensions.purpose",
+                    extensions={"code": "PURPOSE_REQUIRED", "fields": list(found)},
+                )
+        operation = execution.operation_name
+        is_mutation = execution.operation_type is OperationType.MUTATION
+        recorded: list[bool] = []
+        if is_mutation:
+
+            async def record_mutation(session: AsyncSession) -> None:
+                written = tracking.touched(session)
+                await audit.append(
+                    session,
+                    entry(
+                        context,
+                        getattr(context, "audit_kind", None) or "mutation",
+                        operation=operation,
+                        outcome="ok",
+                        fields=written.fields,
+                        records=written.records,
+                    ),
+                )
+                tracking.forget(session)
+                recorded.append(True)
+
+            context.db.before_commit = record_mutation
+        yield
+        if is_mutation and not recorded:
+            # Refused or failed before anything was committed: still on the record.
+            await audit.append_now(
+                context.db.database,
+                entry(
+                    context,
+                    context.audit_kind or "mutation",
+                    operation=operation,
+                    outcome="error",
+                    fields=(),
+                    records=(),
+                ),
+            )
+        if context.reads:
+            await flush_reads(context, operation)
+
+
+async def flush_reads(context: Context, operation: str | None) -> None:
+    """Append the read record of what `context` has read so far, and start afresh."""
+    reads = context.reads
+    if not reads:
+        return
+    record = entry(
+        context,
+        "read",
+        operation=operation,
+        outcome="ok",
+        fields=reads.fields,
+        records=reads.records,
+    )
+    reads.clear()
+    await audit.append_now(context.db.database, record)
