@@ -1,8 +1,8 @@
 """Purpose and audit for every GraphQL operation.
 
 - Sensitive fields (the policy's `g2, <field>, sensitive` lines) are read only with a stated
-  purpose: the `X-GridHub-Purpose` header, or `"extensions": {"purpose": "..."}` in the request
-  (the extension wins). Without one, an operation that selects a sensitive field fails before
+  purpose: the `X-GridHub-Purpose` header (percent-encoded UTF-8, so it can be Chinese), or
+  `"extensions": {"purpose": "..."}` in the request (the extension wins). Without one, an operation that selects a sensitive field fails before
   it runs with PURPOSE_REQUIRED, naming the fields.
 - An operation that read sensitive fields appends one `read` record (fields, record ids,
   purpose) when it ends; the response waits for it.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from functools import lru_cache
+from urllib.parse import unquote
 from typing import Any
 
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, TypeInfo, TypeInfoVisitor, visit
@@ -29,6 +30,11 @@ from hub.authz.reads import MAX_RECORDS
 
 PURPOSE_HEADER = "x-gridhub-purpose"
 MAX_PURPOSE_CHARS = 200
+
+
+def header_text(value: str | None) -> str | None:
+    """HTTP header values are ASCII: a purpose in Chinese travels percent-encoded (UTF-8)."""
+    return None if value is None else unquote(value, errors="strict")
 
 
 def clean_purpose(value: Any) -> str | None:

@@ -43,7 +43,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Subscr
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from hub.api.audit import PURPOSE_HEADER, clean_purpose
+from hub.api.audit import PURPOSE_HEADER, clean_purpose, header_text
 from hub.api.context import Context, interrupt_on_cancel
 from hub.api.registry import SchemaRegistry
 from hub.authz import audit
@@ -307,7 +307,7 @@ class GraphQLView(GraphQL[Context, None]):
         # runs on its own copy (hub.api.schema.PerOperationContext).
         viewer: Viewer = request.state.viewer
         try:
-            purpose = clean_purpose(request.headers.get(PURPOSE_HEADER))
+            purpose = clean_purpose(header_text(request.headers.get(PURPOSE_HEADER)))
         except GraphQLError as exc:
             raise RequestRejected(400, exc.message, code="BAD_USER_INPUT") from exc
         return Context.build(

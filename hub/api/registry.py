@@ -80,6 +80,11 @@ class SchemaRegistry:
     def roles(self) -> tuple[str, ...]:
         return tuple(self._compiled.schemas)
 
+    @property
+    def grants(self) -> tuple[grants.ActiveGrant, ...]:
+        """The open emergency grants, as of the last sync."""
+        return self._grants
+
     def schema_for(self, role: str) -> Schema:
         try:
             return self._compiled.schemas[role]

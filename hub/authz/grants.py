@@ -91,7 +91,7 @@ def active_statement(now: datetime) -> Select[str, int, str, datetime]:
 
 async def active_grants(session: AsyncSession, *, now: datetime | None = None) -> list[ActiveGrant]:
     """Every open grant, for the registry's in-memory copy (refreshed with the policy)."""
-    rows = (await session.execute(active_statement(now or utcnow()))).tuples()
+    rows = await session.execute(active_statement(now or utcnow()))
     return [ActiveGrant(id=i, subject=s, grid_path=p, expires_at=e) for s, i, p, e in rows]
 
 

@@ -1,0 +1,399 @@
+"""Access control end to end over HTTP: who you are, what you may read, and what is recorded.
+
+Identity, purpose, the audit trail of reads and writes, emergency grants, runtime policy
+changes applied in every worker, and the per-role SDL endpoint. The exhaustive per-field and
+leak tests live in tests/test_policy_*.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from hub.api.ids import to_global_id
+from hub.app import create_app
+from hub.authz import apikeys, audit
+from hub.authz.identity import issue_token
+from hub.authz.models import AuditRecord
+from hub.authz.viewer import Viewer
+from hub.config import Settings
+from hub.db import Database, utcnow
+from tests.policy_clients import PURPOSE, credentials
+from tests.world import World
+
+RESIDENTS = "{ residents(first: 50) { totalCount nodes { id name idNumber phone } } }"
+
+
+@asynccontextmanager
+async def as_client(app: Any, headers: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=headers
+    ) as http:
+        yield http
+
+
+async def post(http: httpx.AsyncClient, query: str, **extra: Any) -> dict[str, Any]:
+    response = await http.post("/graphql", json={"query": query, **extra})
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def records(db: Database, kind: str | None = None) -> list[AuditRecord]:
+    statement = select(AuditRecord).order_by(AuditRecord.seq)
+    if kind is not None:
+        statement = statement.where(AuditRecord.kind == kind)
+    async with db.reader() as session:
+        return list((await session.scalars(statement)).all())
+
+
+# --- identity ----------------------------------------------------------------------------------
+
+
+async def test_no_credential_is_the_public_role(app: Any, world: World) -> None:
+    async with as_client(app, {}) as http:
+        body = await post(http, "{ me { role subject } }")
+        assert body["data"]["me"] == {"role": "public", "subject": "anonymous"}
+        refused = await post(http, RESIDENTS)
+    assert refused["errors"][0]["message"] == "Cannot query field 'residents' on type 'Query'."
+    assert "Did you mean" not in json.dumps(refused)
+
+
+def _tampered(token: str) -> str:
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["roles"] = ["public_security"]
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"{header}.{forged}.{signature}"
+
+
+async def test_a_bad_credential_is_401_never_another_role(
+    app: Any, world: World, settings: Settings, db: Database
+) -> None:
+    good = issue_token(settings, role="health", subject="doctor")
+    expired = issue_token(
+        settings, role="health", subject="doctor", now=utcnow() - timedelta(hours=2)
+    )
+    other_secret = replace(settings, jwt_secret="another-secret-of-at-least-32-bytes-long!!")
+    foreign = issue_token(other_secret, role="health", subject="doctor")
+    unknown_role = issue_token(settings, role="mayor", subject="someone")
+    cases = {
+        "expired": f"Bearer {expired}",
+        "tampered": f"Bearer {_tampered(good)}",
+        "foreign": f"Bearer {foreign}",
+        "garbage": "Bearer not.a.token",
+        "scheme": f"Basic {good}",
+        "unknown role": f"Bearer {unknown_role}",
+        "unknown key": "Bearer ghk_AAAAAAAA_" + "x" * 43,
+    }
+    for name, authorization in cases.items():
+        async with as_client(app, {"Authorization": authorization}) as http:
+            response = await http.post("/graphql", json={"query": "{ me { role } }"})
+        assert response.status_code == 401, name
+        assert response.headers["www-authenticate"].startswith("Bearer"), name
+        error = response.json()["errors"][0]
+        assert error["extensions"]["code"] == "UNAUTHENTICATED", name
+        assert "data" not in response.json(), name
+    failures = await records(db, "auth_failure")
+    assert len(failures) == len(cases)
+    assert all(r.outcome == "failed" and r.detail["reason"] for r in failures)
+
+
+async def test_api_keys_authenticate_until_revoked(app: Any, world: World, db: Database) -> None:
+    async with db.transaction() as session:
+        _, key = await apikeys.create(session, name="health-system", role="health")
+    async with as_client(app, {"Authorization": f"Bearer {key}"}) as http:
+        body = await post(http, "{ me { role subject } }")
+        assert body["data"]["me"] == {"role": "health", "subject": "apikey:health-system"}
+        async with db.transaction() as session:
+            await apikeys.revoke(session, name="health-system")
+        response = await http.post("/graphql", json={"query": "{ me { role } }"})
+    assert response.status_code == 401
+
+
+async def test_a_token_with_several_roles_names_one(
+    app: Any, world: World, settings: Settings
+) -> None:
+    token = issue_token(settings, role=["health", "civil_affairs"], subject="both")
+    async with as_client(app, {"Authorization": f"Bearer {token}"}) as http:
+        assert (await http.post("/graphql", json={"query": "{ me { role } }"})).status_code == 401
+        chosen = await http.post(
+            "/graphql",
+            json={"query": "{ me { role } }"},
+            headers={"X-GridHub-Role": "civil_affairs"},
+        )
+        assert chosen.json()["data"]["me"]["role"] == "civil_affairs"
+        other = await http.post(
+            "/graphql", json={"query": "{ me { role } }"}, headers={"X-GridHub-Role": "auditor"}
+        )
+        assert other.status_code == 401
+
+
+# --- purpose and the audit trail -----------------------------------------------------------------
+
+
+async def test_sensitive_fields_need_a_purpose_and_are_audited(
+    app: Any, world: World, settings: Settings, db: Database
+) -> None:
+    headers = credentials(settings, "health", subject="doctor", purpose=None)
+    async with as_client(app, headers) as http:
+        refused = await post(http, RESIDENTS)
+        assert refused["errors"][0]["extensions"]["code"] == "PURPOSE_REQUIRED"
+        assert "Resident.idNumber" in refused["errors"][0]["extensions"]["fields"]
+        assert "data" not in refused or refused["data"] is None
+        # Fields that are not sensitive need no purpose.
+        plain = await post(http, "{ residents(first: 3) { nodes { name tags } } }")
+        assert "errors" not in plain
+        assert await records(db, "read") == []
+
+        by_header = await http.post(
+            "/graphql",
+            json={"query": RESIDENTS},
+            headers={"X-GridHub-Purpose": quote("家访随访 follow-up visits")},
+        )
+        by_extension = await post(http, RESIDENTS, extensions={"purpose": "慢病管理 chronic care"})
+    residents = by_header.json()["data"]["residents"]["nodes"]
+    assert residents == by_extension["data"]["residents"]["nodes"]
+    # health reads ID numbers and phones masked.
+    first = residents[0]
+    assert first["idNumber"][:6] == "110105" and "********" in first["idNumber"]
+    assert first["phone"][3:7] == "****"
+
+    reads = await records(db, "read")
+    assert [r.purpose for r in reads] == ["家访随访 follow-up visits", "慢病管理 chronic care"]
+    for record in reads:
+        assert record.actor == "doctor" and record.role == "health"
+        assert set(record.fields) == {"Resident.idNumber", "Resident.phone"}
+        assert len(record.records) == len(world.residents)
+
+
+async def test_a_mutation_and_its_record_commit_together(
+    app: Any, world: World, settings: Settings, db: Database
+) -> None:
+    resident = world.residents[0]  # in G1
+    worker = credentials(settings, "grid_worker", subject="worker-1", grids=["C1"])
+    update = (
+        "mutation($id: ID!, $phone: String) "
+        "{ updateResident(id: $id, input: { phone: $phone }) { id } }"
+    )
+    async with as_client(app, worker) as http:
+        ok = await post(
+            http,
+            update,
+            variables={"id": to_global_id("Resident", resident.id), "phone": "13912345678"},
+        )
+        assert "errors" not in ok, ok
+        # G4's resident is outside C1: NOT_FOUND, exactly like a resident that does not exist.
+        outside = world.residents[3]
+        far = await post(
+            http, update, variables={"id": to_global_id("Resident", outside.id), "phone": "1"}
+        )
+        missing = await post(
+            http, update, variables={"id": to_global_id("Resident", 999_999), "phone": "1"}
+        )
+    assert far["errors"][0]["extensions"] == missing["errors"][0]["extensions"]
+    assert far["errors"][0]["message"] == missing["errors"][0]["message"] == "resident not found"
+
+    mutations = await records(db, "mutation")
+    assert [r.outcome for r in mutations] == ["ok", "error", "error"]
+    assert mutations[0].records == [f"Resident:{resident.id}"]
+    assert "Resident.phone" in mutations[0].fields
+    assert mutations[0].actor == "worker-1" and mutations[0].role == "grid_worker"
+    async with db.reader() as session:
+        report = await audit.verify(session)
+    assert report.ok, report.reason
+
+
+async def test_auditors_find_who_read_a_residents_id_number(
+    app: Any, world: World, settings: Settings
+) -> None:
+    resident = world.residents[1]
+    police = credentials(settings, "public_security", subject="officer-7")
+    query = "query($id: ID!) { resident(id: $id) { idNumber } }"
+    async with as_client(app, police) as http:
+        body = await post(http, query, variables={"id": to_global_id("Resident", resident.id)})
+        assert body["data"]["resident"]["idNumber"] == resident.id_number
+    auditor = credentials(settings, "auditor", subject="auditor-1", purpose=None)
+    question = """
+      query($record: String!) {
+        auditLog(filter: { record: $record, field: "Resident.idNumber",
+                           since: "2000-01-01T00:00:00+08:00" }) {
+          nodes { actor role purpose fields operation }
+        }
+        auditChain { ok records }
+      }"""
+    async with as_client(app, auditor) as http:
+        answer = await post(
+            http, question, variables={"record": to_global_id("Resident", resident.id)}
+        )
+        health = credentials(settings, "health", purpose=None)
+    assert answer["data"]["auditLog"]["nodes"] == [
+        {
+            "actor": "officer-7",
+            "role": "public_security",
+            "purpose": PURPOSE,
+            "fields": ["Resident.idNumber"],
+            "operation": None,
+        }
+    ]
+    assert answer["data"]["auditChain"]["ok"] is True
+    # Nobody but the auditor has the access log in their schema.
+    async with as_client(app, health) as http:
+        refused = await post(http, "{ auditLog { nodes { actor } } }")
+    assert refused["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+# --- emergency grants ------------------------------------------------------------------------
+
+
+async def test_an_emergency_grant_widens_the_view_until_it_closes(
+    app: Any, world: World, settings: Settings, db: Database
+) -> None:
+    async with as_client(app, credentials(settings, "dispatcher", subject="disp")) as http:
+        report = await post(
+            http,
+            'mutation { reportEvent(input: { category: PUBLIC_SAFETY, title: "x", '
+            'gridCode: "G4", reporterSystem: "12345-hotline" }) { id } }',
+        )
+        assert "errors" not in report, report
+    # The police see only events dispatched to them: not this one.
+    police = credentials(
+        settings, "public_security", subject="officer", department="public_security"
+    )
+    events = "{ events { totalCount } residents(first: 1) { nodes { name } } }"
+    async with as_client(app, police) as http:
+        assert (await post(http, events))["data"]["events"]["totalCount"] == 0
+        opened = await post(
+            http,
+            'mutation { openEmergencyGrant(input: { reason: "燃气泄漏 gas leak", '
+            'gridCode: "S2", minutes: 30 }) { id active expiresAt } }',
+        )
+        grant = opened["data"]["openEmergencyGrant"]
+        assert grant["active"] is True
+        assert (await post(http, events))["data"]["events"]["totalCount"] == 1
+        me = await post(http, "{ me { emergency } }")
+        assert me["data"]["me"]["emergency"] is True
+        closed = await post(
+            http, f'mutation {{ closeEmergencyGrant(id: "{grant["id"]}") {{ active }} }}'
+        )
+        assert closed["data"]["closeEmergencyGrant"]["active"] is False
+        assert (await post(http, events))["data"]["events"]["totalCount"] == 0
+
+    emergency = await records(db, "emergency")
+    assert [r.actor for r in emergency] == ["officer", "officer"]
+    auditor = credentials(settings, "auditor", purpose=None)
+    async with as_client(app, auditor) as http:
+        grants = await post(
+            http, "{ emergencyGrants { nodes { subject reason gridCode active } } }"
+        )
+    assert grants["data"]["emergencyGrants"]["nodes"] == [
+        {"subject": "officer", "reason": "燃气泄漏 gas leak", "gridCode": "S2", "active": False}
+    ]
+
+
+async def test_a_grant_ends_by_itself(app: Any, world: World, settings: Settings) -> None:
+    police = credentials(
+        settings, "public_security", subject="officer", department="public_security"
+    )
+    async with as_client(app, police) as http:
+        await post(
+            http,
+            'mutation { openEmergencyGrant(input: { reason: "drill", gridCode: "S1", '
+            "minutes: 1 }) { id } }",
+        )
+        assert (await post(http, "{ me { emergency } }"))["data"]["me"]["emergency"] is True
+    registry = app.state.registry
+    viewer = Viewer(subject="officer", role="public_security")
+    (grant,) = registry.grants
+    assert registry.access_for(viewer, now=grant.expires_at - timedelta(seconds=1)).unmasked
+    assert not registry.access_for(viewer, now=grant.expires_at).unmasked
+
+
+# --- policy changes at runtime ---------------------------------------------------------------
+
+
+CHANGE = """
+  mutation($add: [String!]!, $remove: [String!]!, $reason: String!) {
+    changePolicy(input: { add: $add, remove: $remove, reason: $reason }) { version diff actor }
+  }"""
+
+
+async def test_policy_admin_changes_the_policy_in_every_worker(
+    app: Any, world: World, settings: Settings, db: Database
+) -> None:
+    # A second worker on the same database, polling quickly.
+    other = create_app(replace(settings, policy_poll_seconds=0.1))
+    async with other.router.lifespan_context(other):
+        admin = credentials(settings, "policy_admin", subject="admin")
+        health = credentials(settings, "health")
+        phones = "{ residents(first: 1) { nodes { phone } } }"
+        async with as_client(app, admin) as http:
+            changed = await post(
+                http,
+                CHANGE,
+                variables={
+                    "add": [],
+                    "remove": ["p, health, Resident.phone, read_masked, allow"],
+                    "reason": "health no longer calls residents",
+                },
+            )
+        version = changed["data"]["changePolicy"]
+        assert version["version"] == 2 and version["actor"] == "admin"
+        assert version["diff"] == "- p, health, Resident.phone, read_masked, allow"
+        for worker in (app, other):
+            for _ in range(100):
+                if worker.state.registry.version == 2:
+                    break
+                await asyncio.sleep(0.05)
+            async with as_client(worker, health) as http:
+                gone = await post(http, phones)
+            assert gone["errors"][0]["message"] == "Cannot query field 'phone' on type 'Resident'."
+
+        async with as_client(app, admin) as http:
+            # Refused: it breaks an auditors' expectation. Nothing is stored.
+            refused = await post(
+                http,
+                CHANGE,
+                variables={
+                    "add": [],
+                    "remove": ["p, health, Resident.idNumber, read, deny"],
+                    "reason": "let health read ID numbers",
+                },
+            )
+            assert refused["errors"][0]["extensions"]["code"] == "POLICY_REJECTED"
+            assert "expectations" in refused["errors"][0]["message"]
+            rolled = await post(
+                http,
+                'mutation { rollbackPolicy(version: 1, reason: "undo") { version restores } }',
+            )
+        assert rolled["data"]["rollbackPolicy"] == {"version": 3, "restores": 1}
+        async with as_client(app, health) as http:
+            back = await post(http, phones)
+        assert "errors" not in back
+
+    policy_records = await records(db, "policy")
+    assert [r.outcome for r in policy_records] == ["ok", "error", "ok"]
+
+
+# --- the SDL of the caller's role ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["public", "health", "auditor"])
+async def test_the_sdl_endpoint_serves_the_callers_schema(
+    app: Any, world: World, settings: Settings, role: str
+) -> None:
+    async with as_client(app, credentials(settings, role)) as http:
+        response = await http.get("/graphql/schema.graphql")
+    assert response.status_code == 200
+    assert response.text == app.state.registry.schema_for(role).as_str() + "\n"
+    assert ("type Resident " in response.text) is (role == "health")
