@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from plain_app import build
 
+from hub.authz.identity import issue_token
 from hub.config import Settings
 from hub.demo.loader import load_demo
 from hub.migrate import upgrade
@@ -46,7 +47,12 @@ def same_rows(graphql: dict, plain: dict) -> bool:
 
 
 async def asgi_call(
-    app: Any, method: str, path: str, query: bytes = b"", body: bytes = b""
+    app: Any,
+    method: str,
+    path: str,
+    query: bytes = b"",
+    body: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> bytes:
     """One request straight into the ASGI app: no client library, no sockets, so what is
     measured is the app's own work on both sides."""
@@ -67,6 +73,7 @@ async def asgi_call(
             (b"accept", b"application/json"),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            *(headers or []),
         ],
     }
     delivered = False
@@ -87,13 +94,27 @@ async def asgi_call(
     return b"".join(chunks)
 
 
+# GraphQL reads the page as public_security, the role that reads all ten fields in full, with a
+# stated purpose: every page therefore also appends its audit record (bench_authz.py measures
+# what authorisation costs on its own).
+SECRET = "bench-secret-for-the-page-benchmark-only"
+ROLE = "public_security"
+
+
+def role_headers(settings: Settings) -> dict[str, str]:
+    token = issue_token(settings, role=ROLE, subject="bench")
+    return {"authorization": f"Bearer {token}", "x-gridhub-purpose": "benchmark"}
+
+
 async def in_process(url: str, rounds: int) -> tuple[float, float]:
-    app = build(Settings(database_url=url))
+    settings = Settings(database_url=url, jwt_secret=SECRET)
+    app = build(settings)
     graphql_body = orjson.dumps({"query": QUERY})
+    headers = [(k.encode(), v.encode()) for k, v in role_headers(settings).items()]
     async with app.router.lifespan_context(app):
 
         async def graphql() -> bytes:
-            return await asgi_call(app, "POST", "/graphql", body=graphql_body)
+            return await asgi_call(app, "POST", "/graphql", body=graphql_body, headers=headers)
 
         async def plain() -> bytes:
             return await asgi_call(app, "GET", "/plain/residents", query=b"first=100")
@@ -113,7 +134,7 @@ async def in_process(url: str, rounds: int) -> tuple[float, float]:
 
 
 def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GRIDHUB_DATABASE_URL": url}
+    env = {**os.environ, "GRIDHUB_DATABASE_URL": url, "GRIDHUB_JWT_SECRET": SECRET}
     server = subprocess.Popen(
         [
             sys.executable,
@@ -165,8 +186,10 @@ async def over_http(port: int, seconds: float, connections: int = 16) -> tuple[f
             await asyncio.gather(*(worker() for _ in range(connections)))
             return done / (time.perf_counter() - start)
 
+        headers = role_headers(Settings(jwt_secret=SECRET))
+
         def graphql():
-            return client.post("/graphql", json={"query": QUERY})
+            return client.post("/graphql", json={"query": QUERY}, headers=headers)
 
         def plain():
             return client.get("/plain/residents?first=100")

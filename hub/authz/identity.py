@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,8 @@ from hub.grids.models import Grid
 
 # Clock skew tolerated between the token issuer and this server (exp, nbf, iat).
 LEEWAY = timedelta(seconds=30)
+# How many verified tokens each worker remembers (hub.authz.identity.TokenVerifier).
+VERIFIED_TOKENS = 1024
 SECRET_FILE = "jwt-secret"
 # RFC 7518 3.2: an HS256 key at least as long as the hash output.
 MIN_SECRET_BYTES = 32
@@ -201,8 +204,24 @@ class TokenVerifier:
         self.audience = settings.jwt_audience
         self._secret = signing_secret(settings, create=False)
         self._keys = load_jwks(settings.jwks_file) if settings.jwks_file is not None else {}
+        # Tokens already verified, until they expire: a client sends the same token with every
+        # request, and its signature does not change. Bounded, oldest out first.
+        self._verified: OrderedDict[str, Claims] = OrderedDict()
 
     def verify(self, token: str) -> Claims:
+        cached = self._verified.get(token)
+        if cached is not None and cached.expires_at is not None:
+            if cached.expires_at + LEEWAY > datetime.now(UTC):
+                self._verified.move_to_end(token)
+                return cached
+            del self._verified[token]
+        claims = self._verify(token)
+        self._verified[token] = claims
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> Claims:
         if self._secret is None and not self._keys:
             raise AuthenticationFailed("no token signing key is configured")
         key = self._key_for(token)
@@ -411,6 +430,8 @@ async def authenticate(
             return await resolve_viewer(session, claims, chosen)
     claims = verifier.verify(credential)
     chosen = select_role(claims.roles, requested)
+    if claims.department_code is None and not claims.grid_codes:
+        return _viewer(claims, chosen, department_id=None, grid_paths=())
     async with db.reader() as session:
         return await resolve_viewer(session, claims, chosen)
 
@@ -452,6 +473,17 @@ async def resolve_viewer(session: AsyncSession, claims: Claims, role: str) -> Vi
             shown = ", ".join(repr(code) for code in unknown[:5])
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise AuthenticationFailed(f"the credential names unknown grid code(s) {shown}{more}")
+    return _viewer(
+        claims,
+        role,
+        department_id=department_id,
+        grid_paths=tuple(paths[code] for code in claims.grid_codes),
+    )
+
+
+def _viewer(
+    claims: Claims, role: str, *, department_id: int | None, grid_paths: tuple[str, ...]
+) -> Viewer:
     return Viewer(
         subject=claims.subject,
         role=role,
@@ -459,6 +491,6 @@ async def resolve_viewer(session: AsyncSession, claims: Claims, role: str) -> Vi
         department_code=claims.department_code,
         department_id=department_id,
         grid_codes=claims.grid_codes,
-        grid_paths=tuple(paths[code] for code in claims.grid_codes),
+        grid_paths=grid_paths,
         expires_at=claims.expires_at,
     )
