@@ -15,7 +15,7 @@ from hub.api.http import IDE_ASSETS_PATH, GraphQLView, ide_assets
 from hub.api.limits import BodySizeLimit
 from hub.api.registry import SchemaRegistry
 from hub.api.schema import build_schema
-from hub.authz.identity import AuthenticationFailed
+from hub.authz.identity import AuthenticationFailed, signing_secret
 from hub.config import Settings
 from hub.db import Database
 from hub.events.brokers import create_broker
@@ -23,6 +23,10 @@ from hub.events.brokers import create_broker
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    if settings.jwt_secret is None and settings.jwks_file is None:
+        # Development: no key is configured, so the hub signs and checks its own tokens with a
+        # secret it generates once into the data directory (`gridhub token` uses the same).
+        signing_secret(settings, create=True)
     db = Database(
         settings.database_url,
         echo=settings.echo_sql,

@@ -9,4 +9,16 @@ if [ ! -f gridhub.db ]; then
 else
   .venv/bin/gridhub db upgrade
 fi
+# Without a credential a request is the public role; print one token per role to try.
+echo "Tokens (Authorization: Bearer ...; valid 8 hours):"
+for role in dispatcher grid_worker health public_security auditor policy_admin; do
+  case $role in
+    grid_worker) extra="--grid C01" ;;
+    health) extra="--department health" ;;
+    public_security) extra="--department public_security" ;;
+    *) extra="" ;;
+  esac
+  # shellcheck disable=SC2086
+  echo "  $role: $(.venv/bin/gridhub token $role --sub "demo:$role" --ttl 8h $extra)"
+done
 exec .venv/bin/gridhub serve "$@"
