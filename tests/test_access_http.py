@@ -20,6 +20,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 from sqlalchemy import select
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from hub.api.ids import to_global_id
 from hub.app import create_app
@@ -29,6 +32,7 @@ from hub.authz.models import AuditRecord
 from hub.authz.viewer import Viewer
 from hub.config import Settings
 from hub.db import Database, utcnow
+from tests.live import in_process_server
 from tests.policy_clients import PURPOSE, credentials
 from tests.world import World
 
@@ -397,3 +401,40 @@ async def test_the_sdl_endpoint_serves_the_callers_schema(
     assert response.status_code == 200
     assert response.text == app.state.registry.schema_for(role).as_str() + "\n"
     assert ("type Resident " in response.text) is (role == "health")
+
+
+# --- WebSocket connections ---------------------------------------------------------------------
+
+
+async def test_websockets_authenticate_on_the_upgrade(
+    app: Any, world: World, settings: Settings
+) -> None:
+    """The role's schema is chosen before connection_init: a bad credential closes the socket
+    with graphql-transport-ws's 4401 and the reason; a good one gets its own role's schema."""
+    protocol = [Subprotocol("graphql-transport-ws")]
+    async with in_process_server(app) as address:
+        url = f"ws://{address}/graphql"
+        bad = {"Authorization": "Bearer not.a.token"}
+        async with connect(url, subprotocols=protocol, additional_headers=bad) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        assert closed.value.rcvd.reason == "malformed token"
+
+        health = credentials(settings, "health")
+        async with connect(url, subprotocols=protocol, additional_headers=health) as ws:
+            await ws.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {"query": "{ me { role } auditLog { totalCount } }"},
+                    }
+                )
+            )
+            reply = json.loads(await ws.recv())
+        # health's schema has no access log: refused by validation, as over HTTP.
+        assert reply["type"] == "error"
+        assert reply["payload"][0]["message"] == "Cannot query field 'auditLog' on type 'Query'."

@@ -12,6 +12,8 @@ re-dispatch that hands one of them to another department (its last change for th
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +47,9 @@ class EventChangeType:
     event: EventType = strawberry.field(
         description="The event as it is now (a later change may already have moved it on)."
     )
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -106,30 +111,41 @@ async def _stream(
 ) -> AsyncGenerator[EventChangeType, None]:
     # The broker subscription lives exactly as long as this generator: when the client completes
     # the operation or disconnects, strawberry cancels and closes it and the queue goes away.
-    async with context.broker.subscribe() as changes:
-        async for change in changes:
-            # What the previous delivery read of sensitive fields goes on the record first.
-            await flush_reads(context, "eventChanged")
-            still_allowed(context)
-            if not await selection.matches(context, change):
-                continue
-            statement = context.access.rows(
-                select(models.Event).where(models.Event.id == change.event_id), models.Event
-            )
-            async with context.db.reader() as session:
-                event = await session.scalar(statement)
-            if event is None:
-                continue
-            # The context lives as long as the WebSocket; fresh loaders per change keep nested
-            # fields (timeline, department) current and their caches from growing for hours.
-            context.loaders = Loaders(context.db, context.access)
-            yield EventChangeType(
-                action=change.action,
-                version=change.version,
-                status=states.Status(change.status),
-                at=change.at,
-                event=event,  # type: ignore[arg-type]
-            )
+    try:
+        async with context.broker.subscribe() as changes:
+            async for change in changes:
+                # What the previous delivery read of sensitive fields goes on the record first.
+                await flush_reads(context, "eventChanged")
+                still_allowed(context)
+                if not await selection.matches(context, change):
+                    continue
+                statement = context.access.rows(
+                    select(models.Event).where(models.Event.id == change.event_id), models.Event
+                )
+                async with context.db.reader() as session:
+                    event = await session.scalar(statement)
+                if event is None:
+                    continue
+                # The context lives as long as the WebSocket; fresh loaders per change keep nested
+                # fields (timeline, department) current and their caches from growing for hours.
+                context.loaders = Loaders(context.db, context.access)
+                yield EventChangeType(
+                    action=change.action,
+                    version=change.version,
+                    status=states.Status(change.status),
+                    at=change.at,
+                    event=event,  # type: ignore[arg-type]
+                )
+    finally:
+        # The last delivery's reads, when the client completes or disconnects.
+        await asyncio.shield(_flush_quietly(context))
+
+
+async def _flush_quietly(context: Context) -> None:
+    try:
+        await flush_reads(context, "eventChanged")
+    except Exception:  # a closing stream has nobody to report to; the log has it
+        log.exception("could not record a subscription's last reads")
 
 
 @strawberry.type
