@@ -2,8 +2,9 @@
 
 - Sensitive fields (the policy's `g2, <field>, sensitive` lines) are read only with a stated
   purpose: the `X-GridHub-Purpose` header (percent-encoded UTF-8, so it can be Chinese), or
-  `"extensions": {"purpose": "..."}` in the request (the extension wins). Without one, an operation that selects a sensitive field fails before
-  it runs with PURPOSE_REQUIRED, naming the fields.
+  `"extensions": {"purpose": "..."}` in the request (the extension wins). Without one, an
+  operation that selects a sensitive field fails before it runs with PURPOSE_REQUIRED, naming
+  the fields.
 - An operation that read sensitive fields appends one `read` record (fields, record ids,
   purpose) when it ends; the response waits for it.
 - A mutation's record is appended inside its own transaction, just before the commit, naming
@@ -13,10 +14,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from functools import lru_cache
-from urllib.parse import unquote
 from typing import Any
+from urllib.parse import unquote
 
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, TypeInfo, TypeInfoVisitor, visit
 from graphql.language import FieldNode, Visitor
@@ -26,7 +27,6 @@ from strawberry.types.graphql import OperationType
 
 from hub.api.context import Context
 from hub.authz import audit, tracking
-from hub.authz.reads import MAX_RECORDS
 
 PURPOSE_HEADER = "x-gridhub-purpose"
 MAX_PURPOSE_CHARS = 200
@@ -88,14 +88,18 @@ def sensitive_selected(
 
 
 def entry(
-    context: Context, kind: str, *, operation: str | None, outcome: str, fields: Any, records: Any
+    context: Context,
+    kind: str,
+    *,
+    operation: str | None,
+    outcome: str,
+    fields: Collection[str],
+    records: Collection[str],
 ) -> audit.AuditEntry:
+    """The audit entry of an operation by `context`'s viewer. `audit.append` sorts and bounds
+    the lists (past 1,000 record ids it keeps the first and counts the rest)."""
     viewer = context.access.viewer
-    records = sorted(records)
     detail: dict[str, Any] = {"policy_version": context.access.profile.version}
-    if len(records) > MAX_RECORDS:
-        detail["records_total"] = len(records)
-        records = records[:MAX_RECORDS]
     if context.access.unmasked:
         detail["emergency"] = True
     return audit.AuditEntry(
@@ -104,8 +108,8 @@ def entry(
         role=viewer.role,
         department=viewer.department_code,
         operation=operation,
-        fields=sorted(fields),
-        records=records,
+        fields=tuple(fields),
+        records=tuple(records),
         purpose=context.purpose,
         outcome=outcome,
         detail=detail,

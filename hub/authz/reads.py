@@ -6,9 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# An operation that reads more records than this is logged with the first ones and a count.
-MAX_RECORDS = 1_000
-
 
 @dataclass(slots=True)
 class ReadLog:
