@@ -42,26 +42,23 @@ def _grid_bound(column: Any) -> Callable[[tuple[str, ...]], Clause]:
     return lambda paths: column.in_(_grid_ids_under(paths))
 
 
-def _member_in(paths: tuple[str, ...]) -> Clause:
-    link = member_grids.alias()
-    grid = aliased(Grid)
-    return exists(
-        select(1)
-        .select_from(link)
-        .join(grid, grid.id == link.c.grid_id)
-        .where(link.c.member_id == Member.id, in_subtrees(grid.path, paths))
-    ).correlate(Member)
+def _linked_under(
+    link: Any, owner_column: Any, owner: type[Any]
+) -> Callable[[tuple[str, ...]], Clause]:
+    """Rows linked to some grid under `paths` through a link table (member_grids,
+    notice_grids): an EXISTS over an alias of it, correlated with `owner` only."""
 
+    def clause(paths: tuple[str, ...]) -> Clause:
+        alias = link.alias()
+        grid = aliased(Grid)
+        return exists(
+            select(1)
+            .select_from(alias)
+            .join(grid, grid.id == alias.c.grid_id)
+            .where(alias.c[owner_column] == owner.id, in_subtrees(grid.path, paths))
+        ).correlate(owner)
 
-def _notice_in(paths: tuple[str, ...]) -> Clause:
-    link = notice_grids.alias()
-    grid = aliased(Grid)
-    return exists(
-        select(1)
-        .select_from(link)
-        .join(grid, grid.id == link.c.grid_id)
-        .where(link.c.notice_id == Notice.id, in_subtrees(grid.path, paths))
-    ).correlate(Notice)
+    return clause
 
 
 # Per type: the clause for "rows under these grid paths" (own_grids, emergency grants).
@@ -70,8 +67,8 @@ UNDER_GRIDS: Mapping[type[Any], Callable[[tuple[str, ...]], Clause]] = {
     Resident: _grid_bound(Resident.grid_id),
     Event: _grid_bound(Event.grid_id),
     Feedback: _grid_bound(Feedback.grid_id),
-    Member: _member_in,
-    Notice: _notice_in,
+    Member: _linked_under(member_grids, "member_id", Member),
+    Notice: _linked_under(notice_grids, "notice_id", Notice),
 }
 
 # Per type: the column that says which department a row is assigned to.
