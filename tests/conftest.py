@@ -21,6 +21,7 @@ from hub.app import create_app
 from hub.config import Settings
 from hub.db import Base, Database
 from hub.migrate import upgrade
+from tests.policy_clients import SUPERUSER, TEST_SECRET, credentials, write_policy_dir
 from tests.services import POSTGRES_URL, need_postgres
 from tests.world import World, build_world
 
@@ -61,9 +62,25 @@ async def database_url(
         yield url
 
 
+@pytest.fixture(scope="session")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default policy plus the test-only role `superuser`, which reads, scopes, calls and
+    sets everything. Tests of the core (filters, pagination, state machine) run as superuser;
+    tests of the policy itself use the default roles (tests/policy_clients.py)."""
+    return write_policy_dir(tmp_path_factory.mktemp("policies"))
+
+
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+def settings(database_url: str, policy_dir: Path, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        policy_dir=policy_dir,
+        data_dir=tmp_path / "data",
+        jwt_secret=TEST_SECRET,
+        # Tests that need a worker to pick up a change call registry.sync() themselves; a
+        # short beat would add its statements to the statement-count tests.
+        policy_poll_seconds=300,
+    )
 
 
 @pytest.fixture
@@ -99,9 +116,13 @@ async def app(settings: Settings) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def client(app: Any, world: World) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: Any, world: World, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client acting as `superuser`, with a stated purpose."""
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    headers = credentials(settings, SUPERUSER)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=headers
+    ) as http:
         yield http
 
 

@@ -1,5 +1,9 @@
 """A real GridHub server in a subprocess on 127.0.0.1, for tests that need real HTTP or
-WebSockets (protocol audits, subscriptions across workers and processes)."""
+WebSockets (protocol audits, subscriptions across workers and processes).
+
+The server runs the tests' policy (the `policy_dir` fixture: the default policy plus the test-only
+`superuser`) and verifies tokens with TEST_SECRET; `LiveServer.headers` acts as superuser with a
+purpose, as the `client` fixture does in-process."""
 
 from __future__ import annotations
 
@@ -13,11 +17,15 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import uvicorn
+
+from hub.config import Settings
+from tests.policy_clients import SUPERUSER, TEST_SECRET, credentials
 
 
 def free_port() -> int:
@@ -26,11 +34,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_settings(database_url: str, policy_dir: Path, data_dir: Path) -> Settings:
+    """What a test server runs with: the tests' policy and signing secret."""
+    return Settings(
+        database_url=database_url,
+        policy_dir=policy_dir,
+        data_dir=data_dir,
+        jwt_secret=TEST_SECRET,
+    )
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes `gridhub serve` run with `settings`' policy and secret."""
+    assert settings.jwt_secret is not None
+    return {
+        "GRIDHUB_DATABASE_URL": settings.database_url,
+        "GRIDHUB_POLICY_DIR": str(settings.policy_dir),
+        "GRIDHUB_JWT_SECRET": settings.jwt_secret,
+        "GRIDHUB_DATA_DIR": str(settings.data_dir),
+    }
+
+
 @dataclass(frozen=True)
 class LiveServer:
     url: str
     process: subprocess.Popen[bytes]
     log: IO[bytes] | None = None
+    # What the server runs with (to issue tokens for other roles), and superuser's headers.
+    settings: Settings | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def log_text(self) -> str:
         """What the server has written to stdout and stderr so far."""
@@ -52,14 +84,30 @@ class LiveServer:
 @contextmanager
 def live_server(
     database_url: str,
+    policy_dir: Path,
     *,
     workers: int = 1,
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 30.0,
 ) -> Iterator[LiveServer]:
-    """Run `gridhub serve` against `database_url` until the block ends."""
+    """Run `gridhub serve` against `database_url`, under the policy in `policy_dir`, until the
+    block ends."""
+    with tempfile.TemporaryDirectory(prefix="gridhub-data-") as data_dir:
+        settings = server_settings(database_url, policy_dir, Path(data_dir))
+        with _serve(settings, workers=workers, env=env, startup_timeout=startup_timeout) as server:
+            yield server
+
+
+@contextmanager
+def _serve(
+    settings: Settings,
+    *,
+    workers: int,
+    env: Mapping[str, str] | None,
+    startup_timeout: float,
+) -> Iterator[LiveServer]:
     port = free_port()
-    environment = {**os.environ, "GRIDHUB_DATABASE_URL": database_url, **(env or {})}
+    environment = {**os.environ, **server_env(settings), **(env or {})}
     command = [
         sys.executable,
         "-m",
@@ -94,7 +142,13 @@ def live_server(
             if time.monotonic() > deadline:
                 raise RuntimeError("gridhub serve did not become healthy in time")
             time.sleep(0.1)
-        yield LiveServer(url=url, process=process, log=log)
+        yield LiveServer(
+            url=url,
+            process=process,
+            log=log,
+            settings=settings,
+            headers=credentials(settings, SUPERUSER),
+        )
     finally:
         # The whole process group: with --workers, uvicorn's children go too.
         try:

@@ -438,3 +438,35 @@ async def test_websockets_authenticate_on_the_upgrade(
         # health's schema has no access log: refused by validation, as over HTTP.
         assert reply["type"] == "error"
         assert reply["payload"][0]["message"] == "Cannot query field 'auditLog' on type 'Query'."
+
+
+async def test_a_browser_brings_its_token_in_connection_init(
+    app: Any, world: World, settings: Settings
+) -> None:
+    """Browsers cannot set headers on a WebSocket: the credential may come in the
+    connection_init payload instead, and picks the role's schema before any operation."""
+    protocol = [Subprotocol("graphql-transport-ws")]
+    token = issue_token(settings, role="auditor", subject="browser-auditor")
+    async with in_process_server(app) as address:
+        url = f"ws://{address}/graphql"
+        async with connect(url, subprotocols=protocol) as ws:
+            init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+            await ws.send(json.dumps(init))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            subscribe = {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": "{ me { role subject } auditChain { ok } }"},
+            }
+            await ws.send(json.dumps(subscribe))
+            reply = json.loads(await ws.recv())
+        assert reply["type"] == "next", reply
+        assert reply["payload"]["data"]["me"] == {"role": "auditor", "subject": "browser-auditor"}
+
+        async with connect(url, subprotocols=protocol) as ws:
+            bad = {"type": "connection_init", "payload": {"Authorization": "Bearer forged"}}
+            await ws.send(json.dumps(bad))
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        assert closed.value.rcvd.reason == "malformed token"

@@ -49,6 +49,7 @@ from hub.models import (
 from hub.residents import idcard
 from hub.residents import service as residents_service
 from tests.conftest import GraphQLClient, _drop_postgres_database, _fresh_postgres_database
+from tests.policy_clients import TEST_SECRET, credentials
 
 RESIDENTS = 300
 SEED = 7
@@ -410,11 +411,16 @@ async def test_notices_and_feedback_in_every_state(loaded: str) -> None:
 # --- the API over the loaded data ------------------------------------------------------------
 
 
-async def test_the_api_pages_through_every_loaded_resident(loaded: str) -> None:
-    app = create_app(Settings(database_url=loaded))
+async def test_the_api_pages_through_every_loaded_resident(loaded: str, tmp_path: Path) -> None:
+    # The shipped policy; public_security reads every resident, ID numbers and tags in full.
+    settings = Settings(database_url=loaded, jwt_secret=TEST_SECRET, data_dir=tmp_path / "data")
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        headers = credentials(settings, "public_security")
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers
+        ) as http:
             gql = GraphQLClient(http)
             seen: list[str] = []
             after = None

@@ -4,15 +4,20 @@ pin down (error bodies and codes, GET safety, batching) checked in-process.
 One backend is enough here: the HTTP layer (negotiation, status codes, body parsing) runs before
 and around the database, and the audit only sends `{ __typename }`, which never reaches it. The
 PostgreSQL run would repeat the same bytes, so these tests run on SQLite only.
+
+The audit runs twice: as `public` (no credentials) and as `superuser` (audit.mjs adds the headers
+to each request it sends); the other tests act as superuser with a purpose.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +29,7 @@ from websockets.typing import Subprotocol
 from hub.config import Limits
 from tests.http_audit.node import node_command
 from tests.live import LiveServer, live_server
+from tests.policy_clients import SUPERUSER
 from tests.world import World
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -42,8 +48,8 @@ def node_audit() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(database_url: str) -> Iterator[LiveServer]:
-    with live_server(database_url) as running:
+def server(database_url: str, policy_dir: Path) -> Iterator[LiveServer]:
+    with live_server(database_url, policy_dir) as running:
         yield running
 
 
@@ -59,13 +65,25 @@ def _failures(results: list[dict[str, Any]], level: str) -> list[str]:
     ]
 
 
+# The audit's requests carry the headers given to audit.mjs (its fetch adds them). As public
+# (no headers) it checks the path most generic clients take; as superuser the authenticated one.
+# Its documents only use __typename and __type, which every role's schema has.
 @pytest.mark.node
-def test_graphql_http_audit(node_audit: list[str], server: LiveServer) -> None:
+@pytest.mark.parametrize("role", ["public", SUPERUSER])
+def test_graphql_http_audit(node_audit: list[str], server: LiveServer, role: str) -> None:
+    headers = dict(server.headers) if role == SUPERUSER else {}
     run = subprocess.run(
-        [*node_audit, server.graphql_url], capture_output=True, text=True, timeout=120
+        [*node_audit, server.graphql_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GRIDHUB_TEST_HEADERS": json.dumps(headers)},
     )
     assert run.returncode == 0, run.stderr
-    results: list[dict[str, Any]] = json.loads(run.stdout)
+    output = json.loads(run.stdout)
+    results: list[dict[str, Any]] = output["results"]
+    # Every request went through audit.mjs's fetch, so each carried the role's headers.
+    assert output["fetches"] >= len(results), output["fetches"]
     tally = _tally(results)
     summary = ", ".join(
         f"{level} {tally[level, 'ok']}/{sum(n for (lv, _), n in tally.items() if lv == level)} ok"
@@ -87,7 +105,10 @@ def test_websocket_still_speaks_graphql_transport_ws(server: LiveServer) -> None
     # On WebSocket the view changes only the operation-limit error and deep-JSON handling
     # (tested below): the protocol must be strawberry's.
     with websockets.sync.client.connect(
-        server.ws_url, subprotocols=[PROTOCOL], open_timeout=10
+        server.ws_url,
+        subprotocols=[PROTOCOL],
+        additional_headers=server.headers,
+        open_timeout=10,
     ) as ws:
         assert ws.subprotocol == "graphql-transport-ws"
         ws.send(json.dumps({"type": "connection_init"}))
@@ -111,7 +132,10 @@ def test_websocket_refuses_operations_past_the_limit(server: LiveServer) -> None
     (with a code) and the connection stays usable; completing one makes room again."""
     maximum = Limits().max_subscriptions_per_connection
     with websockets.sync.client.connect(
-        server.ws_url, subprotocols=[PROTOCOL], open_timeout=10
+        server.ws_url,
+        subprotocols=[PROTOCOL],
+        additional_headers=server.headers,
+        open_timeout=10,
     ) as ws:
         ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
@@ -138,7 +162,10 @@ def test_websocket_refuses_operations_past_the_limit(server: LiveServer) -> None
 
 def test_websocket_deeply_nested_message_closes_with_4400(server: LiveServer) -> None:
     with websockets.sync.client.connect(
-        server.ws_url, subprotocols=[PROTOCOL], open_timeout=10
+        server.ws_url,
+        subprotocols=[PROTOCOL],
+        additional_headers=server.headers,
+        open_timeout=10,
     ) as ws:
         ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 import re
 import subprocess
 import tomllib
@@ -303,21 +304,33 @@ def _default_query() -> str:
 
 
 @sqlite_only
-async def test_default_query_runs(client: httpx.AsyncClient, world: World) -> None:
-    body = (await client.post("/graphql", json={"query": _default_query()})).json()
+async def test_default_query_runs(app: Any, world: World) -> None:
+    """A first visitor has no token: the IDE's default query must work as the public role."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as visitor:
+        body = (await visitor.post("/graphql", json={"query": _default_query()})).json()
     assert "errors" not in body, body
+    assert body["data"]["me"]["role"] == "public"
     assert body["data"]["events"]["totalCount"] == 0
 
 
 @sqlite_only
 @pytest.mark.node
-def test_ide_boots_in_jsdom(database_url: str, world: World) -> None:
+def test_ide_boots_in_jsdom(database_url: str, policy_dir: Path, world: World) -> None:
     command = node_command("ide_boot.mjs")
-    with live_server(database_url) as server:
+    with live_server(database_url, policy_dir) as server:
         # What the Run button must show: the default query's answer before the boot's mutation.
-        expected = httpx.post(server.graphql_url, json={"query": _default_query()}).json()
+        expected = httpx.post(
+            server.graphql_url, json={"query": _default_query()}, headers=server.headers
+        ).json()
+        # The page's requests carry superuser's headers (as behind an authenticating proxy):
+        # the default query and the subscription read fields public does not see.
         run = subprocess.run(
-            [*command, server.graphql_url, "G1"], capture_output=True, text=True, timeout=120
+            [*command, server.graphql_url, "G1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "GRIDHUB_TEST_HEADERS": json.dumps(dict(server.headers))},
         )
         report: dict[str, Any] = json.loads(run.stdout) if run.stdout.strip() else {}
         assert run.returncode == 0, (report.get("errors"), run.stderr[-2000:])

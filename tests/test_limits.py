@@ -34,6 +34,7 @@ from hub.migrate import upgrade
 from hub.residents import service as residents
 from tests.conftest import GraphQLClient
 from tests.live import LiveServer, live_server
+from tests.policy_clients import SUPERUSER, credentials
 from tests.world import World, valid_id_number
 
 DEFAULTS = Limits()
@@ -41,7 +42,8 @@ DEFAULTS = Limits()
 
 @asynccontextmanager
 async def limited(settings: Settings, **changes: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app (same database) whose limits differ from the defaults by `changes`."""
+    """A client of an app (same database) whose limits differ from the defaults by `changes`,
+    acting as superuser with a purpose (as the `client` fixture does)."""
     async with limited_app(settings, **changes) as (http, _app):
         yield http
 
@@ -53,7 +55,10 @@ async def limited_app(
     app = create_app(replace(settings, limits=replace(settings.limits, **changes)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        headers = credentials(settings, SUPERUSER)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers
+        ) as http:
             yield http, app
 
 
@@ -650,16 +655,18 @@ async def test_long_list_arguments(gql: GraphQLClient, world: World) -> None:
 
 
 @pytest.fixture(scope="module")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveServer]:
+async def live(
+    tmp_path_factory: pytest.TempPathFactory, policy_dir: Path
+) -> AsyncIterator[LiveServer]:
     path: Path = tmp_path_factory.mktemp("live") / "gridhub.db"
     url = f"sqlite+aiosqlite:///{path}"
     await upgrade(url)
-    with live_server(url) as server:
+    with live_server(url, policy_dir) as server:
         yield server
 
 
 async def test_live_body_limit(live: LiveServer) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, headers=live.headers) as http:
         big = padded_body(DEFAULTS.max_body_bytes + 1)
         response = await http.post(
             live.graphql_url, content=big, headers={"content-type": "application/json"}
@@ -686,7 +693,7 @@ async def ws_session(live: LiveServer) -> AsyncIterator[Any]:
     """A graphql-transport-ws connection; yields `run(query)`, which runs one operation and
     returns its messages up to complete or error."""
     protocol = Subprotocol("graphql-transport-ws")
-    async with connect(live.ws_url, subprotocols=[protocol]) as ws:
+    async with connect(live.ws_url, subprotocols=[protocol], additional_headers=live.headers) as ws:
         await ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         ids = iter(range(1, 1000))
@@ -743,6 +750,6 @@ async def test_live_websocket_has_no_batch_budget(live: LiveServer) -> None:
             assert [m["type"] for m in messages] == ["next", "complete"]
             assert "errors" not in messages[0]["payload"]
     # Over HTTP, the same operations in one request do go past the budget.
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, headers=live.headers) as http:
         response = await http.post(live.graphql_url, json=[{"query": query}] * rounds)
         assert code_of(response.json()[-1]) == "COST_LIMIT"

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import strawberry
@@ -19,11 +20,13 @@ from hub.api.context import Context
 from hub.api.ids import pk_of, to_global_id
 from hub.api.loaders import GRID_MEMBERS, TIMELINE_LINES, Loaders
 from hub.api.schema import PerOperationContext
-from hub.authz import Access, Viewer, open_access
+from hub.authz import Access
+from hub.config import Settings
 from hub.db import Database, utcnow
 from hub.models import Event, EventTransition, Member, Resident, ResidentExternalId, member_grids
 from tests.conftest import GraphQLClient
 from tests.live import in_process_server
+from tests.policy_clients import SUPERUSER, access_as, credentials
 from tests.world import World
 
 S = TypeVar("S", bound=Select[Any])
@@ -85,7 +88,10 @@ async def test_every_operation_gets_its_own_context(app: Any) -> None:
         query=Query, subscription=Subscription, extensions=[PerOperationContext]
     )
     base = Context.build(
-        app.state.db, settings=app.state.settings, access=open_access(), broker=app.state.broker
+        app.state.db,
+        settings=app.state.settings,
+        access=access_as(SUPERUSER, app.state.settings.policy_dir),
+        broker=app.state.broker,
     )
     assert (await schema.execute("{ mark }", context_value=base)).errors is None
     assert (await schema.execute("{ mark }", context_value=base)).errors is None
@@ -125,7 +131,7 @@ class Socket:
 
 
 async def test_websocket_operations_do_not_share_caches(
-    app: Any, gql: GraphQLClient, world: World
+    app: Any, gql: GraphQLClient, world: World, settings: Settings
 ) -> None:
     """A WebSocket connection keeps one context for its lifetime; each of its operations still
     reads the database afresh."""
@@ -134,7 +140,10 @@ async def test_websocket_operations_do_not_share_caches(
     async with in_process_server(app) as address:
         url = f"ws://{address}/graphql"
         protocol = Subprotocol("graphql-transport-ws")
-        async with connect(url, subprotocols=[protocol], open_timeout=10) as ws:
+        headers = credentials(settings, SUPERUSER)
+        async with connect(
+            url, subprotocols=[protocol], additional_headers=headers, open_timeout=10
+        ) as ws:
             await ws.send(json.dumps({"type": "connection_init"}))
             assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "connection_ack"
             socket = Socket(ws)
@@ -226,7 +235,7 @@ class HidingAccess(Access):
 
 
 async def test_child_loaders_follow_their_parents_scope(
-    gql: GraphQLClient, db: Database, world: World
+    gql: GraphQLClient, db: Database, world: World, policy_dir: Path
 ) -> None:
     shown, hidden = world.residents[0], world.residents[3]  # both tagged elderly, living_alone
     async with db.transaction() as session:
@@ -240,10 +249,16 @@ async def test_child_loaders_follow_their_parents_scope(
     shown_event, hidden_event = await report(gql, "a"), await report(gql, "b")
     pks = {e: pk_of(e, "Event") for e in (shown_event, hidden_event)}
 
-    open_loaders = Loaders(db, open_access())
+    superuser = access_as(SUPERUSER, policy_dir)
+    open_loaders = Loaders(db, superuser)
     scoped = Loaders(
         db,
-        HidingAccess(Viewer(), hidden_resident=hidden.id, hidden_event=pks[hidden_event]),
+        HidingAccess(
+            superuser.viewer,
+            superuser.profile,
+            hidden_resident=hidden.id,
+            hidden_event=pks[hidden_event],
+        ),
     )
     residents = [shown.id, hidden.id]
     events = [pks[shown_event], pks[hidden_event]]

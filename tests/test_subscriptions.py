@@ -14,8 +14,9 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,9 +25,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from hub.config import Settings
 from hub.db import Database
 from hub.grids import service as grids
 from tests.live import LiveServer, in_process_server, live_server
+from tests.policy_clients import SUPERUSER, credentials
 from tests.services import REDIS_URL, need_postgres, need_redis
 from tests.world import World
 
@@ -110,8 +113,11 @@ class WSClient:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: str) -> AsyncIterator[WSClient]:
-        async with connect(url, subprotocols=[PROTOCOL], open_timeout=10) as ws:
+    async def connect(cls, url: str, headers: Mapping[str, str]) -> AsyncIterator[WSClient]:
+        """A connection authenticated by `headers` on its upgrade request."""
+        async with connect(
+            url, subprotocols=[PROTOCOL], additional_headers=headers, open_timeout=10
+        ) as ws:
             assert ws.subprotocol == PROTOCOL
             await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
             ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -224,11 +230,11 @@ def seen(changes: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
 # --- one process ------------------------------------------------------------------------------
 
 
-async def test_filters_order_and_content(database_url: str, world: World) -> None:
-    with live_server(database_url) as server:
+async def test_filters_order_and_content(database_url: str, policy_dir: Path, world: World) -> None:
+    with live_server(database_url, policy_dir) as server:
         async with (
-            httpx.AsyncClient(base_url=server.url) as http,
-            WSClient.connect(server.ws_url) as ws,
+            httpx.AsyncClient(base_url=server.url, headers=server.headers) as http,
+            WSClient.connect(server.ws_url, server.headers) as ws,
         ):
             everything = await ws.subscribe()
             street = await ws.subscribe(inGrid="S1")
@@ -276,13 +282,15 @@ async def test_filters_order_and_content(database_url: str, world: World) -> Non
             assert all(c["event"]["version"] >= c["version"] for c in all_changes)
 
 
-async def test_a_redispatch_reaches_both_departments(database_url: str, world: World) -> None:
+async def test_a_redispatch_reaches_both_departments(
+    database_url: str, policy_dir: Path, world: World
+) -> None:
     """The department an event is taken from hears of the re-dispatch (and then no more); the
     department it goes to hears from the re-dispatch onward."""
-    with live_server(database_url) as server:
+    with live_server(database_url, policy_dir) as server:
         async with (
-            httpx.AsyncClient(base_url=server.url) as http,
-            WSClient.connect(server.ws_url) as ws,
+            httpx.AsyncClient(base_url=server.url, headers=server.headers) as http,
+            WSClient.connect(server.ws_url, server.headers) as ws,
         ):
             health = await ws.subscribe(departmentCode="health")
             civil = await ws.subscribe(departmentCode="civil_affairs")
@@ -313,9 +321,11 @@ async def test_a_redispatch_reaches_both_departments(database_url: str, world: W
             assert health_changes[-1]["event"]["department"] == {"code": "civil_affairs"}
 
 
-async def test_errors_arrive_as_protocol_errors(database_url: str, world: World) -> None:
-    with live_server(database_url) as server:
-        async with WSClient.connect(server.ws_url) as ws:
+async def test_errors_arrive_as_protocol_errors(
+    database_url: str, policy_dir: Path, world: World
+) -> None:
+    with live_server(database_url, policy_dir) as server:
+        async with WSClient.connect(server.ws_url, server.headers) as ws:
             cases = [
                 ({"inGrid": "NOPE"}, "BAD_USER_INPUT", "inGrid"),
                 ({"departmentCode": "nope"}, "BAD_USER_INPUT", "departmentCode"),
@@ -332,7 +342,7 @@ async def test_errors_arrive_as_protocol_errors(database_url: str, world: World)
             assert message["type"] == "error"
             assert message["payload"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
             # The connection survives its failed operations.
-            async with httpx.AsyncClient(base_url=server.url) as http:
+            async with httpx.AsyncClient(base_url=server.url, headers=server.headers) as http:
                 working = await ws.subscribe(inGrid="C1")
                 events = Events(over_http(http))
                 await until_live([working], events.warm_up)
@@ -346,10 +356,15 @@ async def test_errors_arrive_as_protocol_errors(database_url: str, world: World)
 async def _across_two_servers(a: LiveServer, b: LiveServer) -> None:
     """Subscribe on both servers; changes made on either reach both, each exactly once."""
     async with AsyncExitStack() as stack:
-        http_a = await stack.enter_async_context(httpx.AsyncClient(base_url=a.url))
-        http_b = await stack.enter_async_context(httpx.AsyncClient(base_url=b.url))
-        on_a = await (await stack.enter_async_context(WSClient.connect(a.ws_url))).subscribe()
-        on_b = await (await stack.enter_async_context(WSClient.connect(b.ws_url))).subscribe()
+        http_a = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=a.url, headers=a.headers)
+        )
+        http_b = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=b.url, headers=b.headers)
+        )
+        ws_a = await stack.enter_async_context(WSClient.connect(a.ws_url, a.headers))
+        ws_b = await stack.enter_async_context(WSClient.connect(b.ws_url, b.headers))
+        on_a, on_b = await ws_a.subscribe(), await ws_b.subscribe()
         via_a, via_b = Events(over_http(http_a)), Events(over_http(http_b))
         await until_live([on_a, on_b], via_a.warm_up)
 
@@ -368,17 +383,22 @@ async def _across_two_servers(a: LiveServer, b: LiveServer) -> None:
 
 @postgres_only
 @pytest.mark.postgres
-async def test_two_servers_share_postgres(database_url: str, world: World) -> None:
+async def test_two_servers_share_postgres(
+    database_url: str, policy_dir: Path, world: World
+) -> None:
     need_postgres()
-    with live_server(database_url) as a, live_server(database_url) as b:
+    with live_server(database_url, policy_dir) as a, live_server(database_url, policy_dir) as b:
         await _across_two_servers(a, b)
 
 
 @pytest.mark.redis
-async def test_two_servers_share_redis(database_url: str, world: World) -> None:
+async def test_two_servers_share_redis(database_url: str, policy_dir: Path, world: World) -> None:
     need_redis()
     env = {"GRIDHUB_BROKER_URL": REDIS_URL}
-    with live_server(database_url, env=env) as a, live_server(database_url, env=env) as b:
+    with (
+        live_server(database_url, policy_dir, env=env) as a,
+        live_server(database_url, policy_dir, env=env) as b,
+    ):
         await _across_two_servers(a, b)
 
 
@@ -450,11 +470,13 @@ class Workers:
 @postgres_only
 @pytest.mark.postgres
 @pytest.mark.slow
-async def test_every_worker_delivers_every_change(database_url: str, world: World) -> None:
+async def test_every_worker_delivers_every_change(
+    database_url: str, policy_dir: Path, world: World
+) -> None:
     need_postgres()
     if not HAVE_PROC:
         pytest.skip("telling workers apart reads /proc (Linux)")
-    with live_server(database_url, workers=2) as server:
+    with live_server(database_url, policy_dir, workers=2) as server:
         workers = Workers(server)
         async with AsyncExitStack() as stack:
             # Connections land on whichever worker accepts first, and the kernel may favour
@@ -471,7 +493,9 @@ async def test_every_worker_delivers_every_change(database_url: str, world: Worl
                 if enough(2) or (attempt >= 40 and enough(1)):
                     break
                 connection = AsyncExitStack()
-                client = await connection.enter_async_context(WSClient.connect(server.ws_url))
+                client = await connection.enter_async_context(
+                    WSClient.connect(server.ws_url, server.headers)
+                )
                 worker = workers.of(client.local_port)
                 if len(subscribers.setdefault(worker, [])) < 2:
                     subscribers[worker].append(await client.subscribe())
@@ -523,15 +547,20 @@ async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None
         await asyncio.sleep(0.02)
 
 
-async def test_disconnects_leave_no_subscribers_or_tasks(app: Any, world: World) -> None:
+async def test_disconnects_leave_no_subscribers_or_tasks(
+    app: Any, world: World, settings: Settings
+) -> None:
     broker = app.state.broker
+    headers = credentials(settings, SUPERUSER)
     async with in_process_server(app) as address:
         baseline = len(asyncio.all_tasks())
-        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        async with httpx.AsyncClient(base_url=f"http://{address}", headers=headers) as http:
             events = Events(over_http(http))
             async with AsyncExitStack() as stack:
                 clients = [
-                    await stack.enter_async_context(WSClient.connect(f"ws://{address}/graphql"))
+                    await stack.enter_async_context(
+                        WSClient.connect(f"ws://{address}/graphql", headers)
+                    )
                     for _ in range(4)
                 ]
                 feeds = [await client.subscribe() for client in clients]
@@ -554,12 +583,13 @@ async def test_disconnects_leave_no_subscribers_or_tasks(app: Any, world: World)
 
 
 async def test_grid_created_after_subscribing_joins_its_subtree(
-    app: Any, world: World, db: Database
+    app: Any, world: World, db: Database, settings: Settings
 ) -> None:
+    headers = credentials(settings, SUPERUSER)
     async with (
         in_process_server(app) as address,
-        httpx.AsyncClient(base_url=f"http://{address}") as http,
-        WSClient.connect(f"ws://{address}/graphql") as ws,
+        httpx.AsyncClient(base_url=f"http://{address}", headers=headers) as http,
+        WSClient.connect(f"ws://{address}/graphql", headers) as ws,
     ):
         events = Events(over_http(http))
         street, other_street = await ws.subscribe(inGrid="S1"), await ws.subscribe(inGrid="S2")

@@ -45,6 +45,7 @@ from strawberry.types.graphql import OperationType
 
 from hub.api.audit import PURPOSE_HEADER, clean_purpose, header_text
 from hub.api.context import Context, interrupt_on_cancel
+from hub.api.loaders import Loaders
 from hub.api.registry import SchemaRegistry
 from hub.authz import audit
 from hub.authz.identity import AuthenticationFailed, TokenVerifier, authenticate
@@ -179,6 +180,13 @@ def _error_body(message: str, code: str) -> dict[str, Any]:
 
 
 ROLE_HEADER = "x-gridhub-role"
+# The same names, as keys of a WebSocket connection_init payload.
+ROLE_HEADER_NAME = "X-GridHub-Role"
+PURPOSE_HEADER_NAME = "X-GridHub-Purpose"
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -193,6 +201,39 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         context = self.context
         if isinstance(context, Context) and context.registry is not None:
             self.schema = context.registry.schema_for(context.access.viewer.role)
+
+    async def handle_connection_init(self, message: Any) -> None:
+        """Browsers cannot set headers on a WebSocket: a connection that came without a
+        credential may bring one in `connection_init`'s payload (`Authorization`, and
+        `X-GridHub-Role` / `X-GridHub-Purpose`), which then picks its role's schema. A bad one
+        closes the socket with 4403 and the reason."""
+        payload = message.get("payload")
+        context = self.context
+        if (
+            isinstance(payload, dict)
+            and isinstance(context, Context)
+            and not self.connection_init_received
+            and context.access.viewer.via == "anonymous"
+            and isinstance(payload.get("Authorization"), str)
+        ):
+            view = self.view
+            assert isinstance(view, GraphQLView)
+            try:
+                viewer = await view.identify_credentials(
+                    payload["Authorization"],
+                    _text(payload.get(ROLE_HEADER_NAME)),
+                    path="/graphql (connection_init)",
+                )
+                purpose = clean_purpose(payload.get(PURPOSE_HEADER_NAME))
+            except (AuthenticationFailed, GraphQLError) as exc:
+                reason = exc.reason if isinstance(exc, AuthenticationFailed) else exc.message
+                await self.websocket.close(code=4403, reason=reason[:120])
+                return
+            context.access = view.registry.access_for(viewer)
+            context.loaders = Loaders(context.db, context.access)
+            context.purpose = purpose or context.purpose
+            self.schema = view.registry.schema_for(viewer.role)
+        await super().handle_connection_init(message)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         maximum = self.max_subscriptions_per_connection
@@ -279,12 +320,16 @@ class GraphQLView(GraphQL[Context, None]):
     async def identify(self, connection: Request | WebSocket) -> Viewer:
         """The viewer a request acts as; a failure is audited and refused, never downgraded."""
         headers = connection.headers
+        return await self.identify_credentials(
+            headers.get("authorization"), headers.get(ROLE_HEADER), path=connection.url.path
+        )
+
+    async def identify_credentials(
+        self, authorization: str | None, role: str | None, *, path: str
+    ) -> Viewer:
         try:
             viewer = await authenticate(
-                self.db,
-                self.verifier,
-                authorization=headers.get("authorization"),
-                role=headers.get(ROLE_HEADER),
+                self.db, self.verifier, authorization=authorization, role=role
             )
             if viewer.role not in self.registry.roles:
                 raise AuthenticationFailed(f"role {viewer.role!r} is not in the policy")
@@ -296,7 +341,7 @@ class GraphQLView(GraphQL[Context, None]):
                     actor="unknown",
                     role="",
                     outcome="failed",
-                    detail={"reason": exc.reason, "path": connection.url.path},
+                    detail={"reason": exc.reason, "path": path},
                 ),
             )
             raise

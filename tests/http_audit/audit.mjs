@@ -1,5 +1,9 @@
-// Runs graphql-http's GraphQL-over-HTTP server audit against a live endpoint and prints the
-// results as one JSON array on stdout, for tests/test_graphql_over_http.py to judge.
+// Runs graphql-http's GraphQL-over-HTTP server audit against a live endpoint and prints
+// `{ results, fetches }` as one JSON object on stdout, for tests/test_graphql_over_http.py to
+// judge: the audit's results, and how many requests it sent.
+//
+// GRIDHUB_TEST_HEADERS (a JSON object, optional) holds headers added to every request the audit
+// sends (credentials and a purpose); the audit's own headers are kept.
 //
 // Usage: node tests/http_audit/audit.mjs http://127.0.0.1:PORT/graphql
 import { auditServer } from 'graphql-http';
@@ -27,7 +31,16 @@ async function describe(response) {
   };
 }
 
-const results = await auditServer({ url });
+const extra = JSON.parse(process.env.GRIDHUB_TEST_HEADERS || '{}');
+let fetches = 0;
+async function fetchWithHeaders(input, init = {}) {
+  fetches += 1;
+  const headers = new Headers(init.headers);
+  for (const [name, value] of Object.entries(extra)) headers.set(name, value);
+  return fetch(input, { ...init, headers });
+}
+
+const results = await auditServer({ url, fetchFn: fetchWithHeaders });
 const report = [];
 for (const result of results) {
   report.push({
@@ -38,4 +51,4 @@ for (const result of results) {
     response: result.status === 'ok' ? null : await describe(result.response),
   });
 }
-process.stdout.write(JSON.stringify(report) + '\n');
+process.stdout.write(JSON.stringify({ results: report, fetches }) + '\n');

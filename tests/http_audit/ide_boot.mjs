@@ -7,6 +7,10 @@
 // jsdom has no layout: CodeMirror 5 asks Range for client rects, so those get empty stubs.
 // jsdom has no fetch either: the page gets Node's, with every call recorded.
 //
+// GRIDHUB_TEST_HEADERS (a JSON object, optional) holds headers sent with every request to the
+// server, the WebSocket upgrade included, as a browser behind an authenticating proxy would
+// (a page's own WebSocket cannot set headers): credentials and a purpose.
+//
 // Usage: node tests/http_audit/ide_boot.mjs http://127.0.0.1:PORT/graphql GRID_CODE
 import jsdom from 'jsdom';
 
@@ -17,6 +21,7 @@ if (!pageUrl || !gridCode) {
   process.exit(2);
 }
 const origin = new URL(pageUrl).origin;
+const extraHeaders = JSON.parse(process.env.GRIDHUB_TEST_HEADERS || '{}');
 const report = {
   loaded: [], // subresources jsdom fetched for the page (scripts, stylesheets, ...)
   fetched: [], // the page's fetch() calls
@@ -36,6 +41,40 @@ virtualConsole.on('jsdomError', note('jsdom'));
 virtualConsole.on('error', (...args) => note('console.error')(args.map(String).join(' ')));
 
 const sameOrigin = (url) => new URL(url).origin === origin;
+const sameHost = (url) => new URL(url).host === new URL(origin).host;
+
+// undici passes request headers as an object, a flat [name, value, ...] array or an iterable of
+// pairs: the result is an object with the extra headers set.
+function withExtraHeaders(headers) {
+  const merged = {};
+  if (Array.isArray(headers)) {
+    for (let i = 0; i + 1 < headers.length; i += 2) merged[String(headers[i])] = headers[i + 1];
+  } else if (headers && typeof headers[Symbol.iterator] === 'function') {
+    for (const [name, value] of headers) merged[name] = value;
+  } else {
+    Object.assign(merged, headers);
+  }
+  for (const [name, value] of Object.entries(extraHeaders)) {
+    for (const key of Object.keys(merged)) {
+      if (key.toLowerCase() === name.toLowerCase()) delete merged[key];
+    }
+    merged[name] = value;
+  }
+  return merged;
+}
+
+// An undici interceptor: jsdom's page loads and WebSocket upgrades to the server get the headers.
+const addHeaders = (dispatch) => (options, handler) => {
+  const url = options.opaque?.url || options.origin + options.path;
+  if (!sameHost(url)) return dispatch(options, handler);
+  return dispatch({ ...options, headers: withExtraHeaders(options.headers) }, handler);
+};
+
+const headersFor = (init) => {
+  const headers = new Headers(init?.headers);
+  for (const [name, value] of Object.entries(extraHeaders)) headers.set(name, value);
+  return headers;
+};
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function until(what, predicate, timeout = 15000) {
   const deadline = Date.now() + timeout;
@@ -70,6 +109,7 @@ try {
           }
           return undefined;
         }),
+        addHeaders,
       ],
     },
     beforeParse(window) {
@@ -87,7 +127,7 @@ try {
           report.foreign.push(url);
           throw new TypeError('refused: another origin');
         }
-        const response = await fetch(url, init);
+        const response = await fetch(url, { ...init, headers: headersFor(init) });
         // What the IDE got back: introspection that a limit refuses would leave it schema-less.
         const body = await response.clone().json().catch(() => null);
         report.answers.push({ url, status: response.status, errors: body?.errors ?? null });
@@ -131,7 +171,7 @@ try {
   const title = `IDE boot ${Date.now()}`;
   const mutation = await fetch(`${origin}/graphql`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: headersFor({ headers: { 'content-type': 'application/json' } }),
     body: JSON.stringify({
       query: `mutation($g: String!, $t: String!) { reportEvent(input: {category: SANITATION, title: $t, gridCode: $g, reporterSystem: "ide-boot"}) { id } }`,
       variables: { g: gridCode, t: title },

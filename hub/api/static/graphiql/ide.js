@@ -8,15 +8,21 @@
   const DEFAULT_QUERY = `# GridHub GraphQL IDE
 #
 # Ctrl-Enter runs the operation; the Docs button (top left) browses the schema.
+# Without a token you are the public role and see its schema. For another role, run
+# \`gridhub token dispatcher\` and put it in the Headers tab below:
+#   {"Authorization": "Bearer <token>", "X-GridHub-Purpose": "why you read personal data"}
 # Subscriptions (eventChanged) run over WebSocket on the same URL.
 
 query RecentEvents {
+  me {
+    role
+  }
   events(first: 5) {
     totalCount
     edges {
       node {
         code
-        title
+        category
         status
         severity
         grid {
