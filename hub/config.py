@@ -100,6 +100,8 @@ class Settings:
             values["jwt_audience"] = audience
         if policy_dir := env.get("GRIDHUB_POLICY_DIR"):
             values["policy_dir"] = Path(policy_dir)
+        if poll := env.get("GRIDHUB_POLICY_POLL_SECONDS"):
+            values["policy_poll_seconds"] = float(poll)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
