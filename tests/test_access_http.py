@@ -319,8 +319,8 @@ async def test_a_grant_ends_by_itself(app: Any, world: World, settings: Settings
     registry = app.state.registry
     viewer = Viewer(subject="officer", role="public_security")
     (grant,) = registry.grants
-    assert registry.access_for(viewer, now=grant.expires_at - timedelta(seconds=1)).unmasked
-    assert not registry.access_for(viewer, now=grant.expires_at).unmasked
+    assert registry.access_for(viewer, now=grant.expires_at - timedelta(seconds=1)).emergency
+    assert not registry.access_for(viewer, now=grant.expires_at).emergency
 
 
 # --- policy changes at runtime ---------------------------------------------------------------

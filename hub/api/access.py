@@ -93,7 +93,7 @@ class AccessQuery:
             department_code=viewer.department_code,
             grid_codes=list(viewer.grid_codes),
             policy_version=access.profile.version,
-            emergency=access.unmasked,
+            emergency=access.emergency,
             sensitive_fields=sorted(access.profile.sensitive),
         )
 

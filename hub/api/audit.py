@@ -34,7 +34,15 @@ MAX_PURPOSE_CHARS = 200
 
 def header_text(value: str | None) -> str | None:
     """HTTP header values are ASCII: a purpose in Chinese travels percent-encoded (UTF-8)."""
-    return None if value is None else unquote(value, errors="strict")
+    if value is None:
+        return None
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise GraphQLError(
+            "X-GridHub-Purpose must be percent-encoded UTF-8",
+            extensions={"code": "BAD_USER_INPUT"},
+        ) from None
 
 
 def clean_purpose(value: Any) -> str | None:
@@ -100,7 +108,7 @@ def entry(
     the lists (past 1,000 record ids it keeps the first and counts the rest)."""
     viewer = context.access.viewer
     detail: dict[str, Any] = {"policy_version": context.access.profile.version}
-    if context.access.unmasked:
+    if context.access.emergency:
         detail["emergency"] = True
     return audit.AuditEntry(
         kind=kind,

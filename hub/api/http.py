@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -47,7 +48,7 @@ from hub.api.audit import PURPOSE_HEADER, clean_purpose, header_text
 from hub.api.context import Context, interrupt_on_cancel
 from hub.api.loaders import Loaders
 from hub.api.registry import SchemaRegistry
-from hub.authz import audit
+from hub.authz import Access, audit, grants
 from hub.authz.identity import AuthenticationFailed, TokenVerifier, authenticate
 from hub.authz.viewer import Viewer
 from hub.config import Settings
@@ -229,7 +230,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 reason = exc.reason if isinstance(exc, AuthenticationFailed) else exc.message
                 await self.websocket.close(code=4403, reason=reason[:120])
                 return
-            context.access = view.registry.access_for(viewer)
+            context.access = await view.access_for(viewer)
             context.loaders = Loaders(context.db, context.access)
             context.purpose = purpose or context.purpose
             self.schema = view.registry.schema_for(viewer.role)
@@ -347,6 +348,16 @@ class GraphQLView(GraphQL[Context, None]):
             raise
         return viewer
 
+    async def access_for(self, viewer: Viewer) -> Access:
+        """The viewer's Access under the live policy, with the grids of its open emergency
+        grants resolved (only a viewer with a grant pays for that query)."""
+        access = self.registry.access_for(viewer)
+        if not access.emergency_paths:
+            return access
+        async with self.db.reader() as session:
+            ids = await grants.grid_ids_under(session, paths=access.emergency_paths)
+        return replace(access, emergency_grid_ids=ids)
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         # One per HTTP request (a batch included) or WebSocket connection; every operation
         # runs on its own copy (hub.api.schema.PerOperationContext).
@@ -354,11 +365,16 @@ class GraphQLView(GraphQL[Context, None]):
         try:
             purpose = clean_purpose(header_text(request.headers.get(PURPOSE_HEADER)))
         except GraphQLError as exc:
-            raise RequestRejected(400, exc.message, code="BAD_USER_INPUT") from exc
+            if isinstance(request, WebSocket):
+                # No HTTP answer is left to give: the operations state no purpose, and those
+                # that need one fail with PURPOSE_REQUIRED.
+                purpose = None
+            else:
+                raise RequestRejected(400, exc.message, code="BAD_USER_INPUT") from exc
         return Context.build(
             self.db,
             settings=self.settings,
-            access=self.registry.access_for(viewer),
+            access=await self.access_for(viewer),
             broker=self.broker,
             purpose=purpose,
             registry=self.registry,

@@ -21,7 +21,14 @@ from strawberry import Schema
 from hub.api.roles import catalogue_of, role_schema
 from hub.authz import expectations, grants, store
 from hub.authz.access import Access
-from hub.authz.policy import EXPECTATIONS_FILE, MODEL_FILE, POLICY_FILE, Policy, PolicyError
+from hub.authz.policy import (
+    EXPECTATIONS_FILE,
+    MODEL_FILE,
+    POLICY_FILE,
+    Policy,
+    PolicyError,
+    read_policy_file,
+)
 from hub.authz.profile import Catalogue, Profile, compile_profiles
 from hub.authz.viewer import Viewer
 from hub.config import Settings
@@ -46,7 +53,7 @@ class SchemaRegistry:
         self.full = full
         self.settings = settings
         self.catalogue: Catalogue = catalogue_for(full)
-        self.model_text = (settings.policy_dir / MODEL_FILE).read_text(encoding="utf-8")
+        self.model_text = read_policy_file(settings.policy_dir / MODEL_FILE)
         self._compiled = self.compile(self.file_policy_text(), version=0)
         self._grants: tuple[grants.ActiveGrant, ...] = ()
         self._poller: asyncio.Task[None] | None = None
@@ -54,12 +61,12 @@ class SchemaRegistry:
     # --- compiling -----------------------------------------------------------------------
 
     def file_policy_text(self) -> str:
-        return (self.settings.policy_dir / POLICY_FILE).read_text(encoding="utf-8")
+        return read_policy_file(self.settings.policy_dir / POLICY_FILE)
 
     def compile(self, text: str, *, version: int) -> Compiled:
         """Parse, check against the schema and the auditors' expectations, and build every
         role's schema. Raises PolicyRejected with the reason; installs nothing."""
-        expected = (self.settings.policy_dir / EXPECTATIONS_FILE).read_text(encoding="utf-8")
+        expected = read_policy_file(self.settings.policy_dir / EXPECTATIONS_FILE)
         return _compile(self.full, self.model_text, text, expected, version)
 
     def install(self, compiled: Compiled) -> None:
@@ -98,14 +105,19 @@ class SchemaRegistry:
             raise Unauthenticated(f"role {role!r} is not in the policy") from None
 
     def access_for(self, viewer: Viewer, *, now: datetime | None = None) -> Access:
-        profile = self.profile_for(viewer.role)
+        """The viewer's Access under the live policy. Its emergency grants are the ones it
+        opened as this very role: a grant never follows a subject into its other roles."""
+        return Access(
+            viewer, self.profile_for(viewer.role), emergency_paths=self.grant_paths(viewer, now=now)
+        )
+
+    def grant_paths(self, viewer: Viewer, *, now: datetime | None = None) -> tuple[str, ...]:
         moment = now or utcnow()
-        paths = tuple(
+        return tuple(
             g.grid_path
             for g in self._grants
-            if g.subject == viewer.subject and g.expires_at > moment
+            if g.subject == viewer.subject and g.role == viewer.role and g.expires_at > moment
         )
-        return Access(viewer, profile, emergency_paths=paths)
 
     # --- keeping up with the database ----------------------------------------------------
 

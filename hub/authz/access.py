@@ -21,9 +21,12 @@ TYPE_OF_MODEL: dict[type[Any], str] = {model: name for name, model in SCOPED_TYP
 class Access:
     viewer: Viewer
     profile: Profile
-    # Grid paths of the viewer's open emergency grants: rows under them are in scope and masked
-    # fields show in full while a grant lasts.
+    # Grid paths of the viewer's open emergency grants: rows under them are in scope while a
+    # grant lasts, and the masked fields of those rows (and only those) show in full.
     emergency_paths: tuple[str, ...] = ()
+    # The ids of the grids under `emergency_paths` (hub.authz.grants.grid_ids_under), which
+    # tell a row's masking resolver whether the row lies under a grant.
+    emergency_grid_ids: frozenset[int] = frozenset()
 
     def rows(self, statement: S, entity: type[Any]) -> S:
         """Narrow a SELECT over `entity` to the rows this viewer may see."""
@@ -47,9 +50,15 @@ class Access:
         return self.profile.level(field)
 
     @property
-    def unmasked(self) -> bool:
-        """An open emergency grant shows this viewer's masked fields in full."""
+    def emergency(self) -> bool:
+        """This viewer has an open emergency grant."""
         return bool(self.emergency_paths)
+
+    def unmasks(self, row: Any) -> bool:
+        """Whether `row`'s masked fields show in full: it lies in a grid under one of the
+        viewer's open grants. Rows without a grid of their own (members) stay masked."""
+        grid_id = getattr(row, "grid_id", None)
+        return grid_id is not None and grid_id in self.emergency_grid_ids
 
     def actor(self) -> str:
         """How this viewer is named in timelines and the audit log."""

@@ -13,7 +13,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub.authz.policy import READ, Policy, PolicyError
+from hub.authz.policy import READ, Policy, PolicyError, read_policy_file
 from hub.authz.profile import Level, decide, field_level
 
 EXPECTED = frozenset({"allow", "masked", "deny"})
@@ -63,7 +63,7 @@ def parse(text: str, *, source: str = "expectations.csv") -> list[Expectation]:
 
 
 def load(path: Path) -> list[Expectation]:
-    return parse(path.read_text(encoding="utf-8"), source=str(path))
+    return parse(read_policy_file(path), source=str(path))
 
 
 def actual(policy: Policy, expectation: Expectation) -> str:

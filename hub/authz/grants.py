@@ -16,6 +16,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.authz.models import EmergencyGrant
+from hub.authz.scopes import in_subtrees
 from hub.db import utcnow
 from hub.errors import BadUserInput, NotFound
 from hub.grids.models import Grid
@@ -27,6 +28,7 @@ MAX_MINUTES = 240
 class ActiveGrant:
     id: int
     subject: str
+    role: str
     grid_path: str
     expires_at: datetime
 
@@ -81,9 +83,15 @@ async def close_grant(
     return grant
 
 
-def active_statement(now: datetime) -> Select[str, int, str, datetime]:
+def active_statement(now: datetime) -> Select[str, str, int, str, datetime]:
     return (
-        select(EmergencyGrant.subject, EmergencyGrant.id, Grid.path, EmergencyGrant.expires_at)
+        select(
+            EmergencyGrant.subject,
+            EmergencyGrant.role,
+            EmergencyGrant.id,
+            Grid.path,
+            EmergencyGrant.expires_at,
+        )
         .join(Grid, Grid.code == EmergencyGrant.grid_code)
         .where(EmergencyGrant.closed_at.is_(None), EmergencyGrant.expires_at > now)
     )
@@ -92,7 +100,16 @@ def active_statement(now: datetime) -> Select[str, int, str, datetime]:
 async def active_grants(session: AsyncSession, *, now: datetime | None = None) -> list[ActiveGrant]:
     """Every open grant, for the registry's in-memory copy (refreshed with the policy)."""
     rows = await session.execute(active_statement(now or utcnow()))
-    return [ActiveGrant(id=i, subject=s, grid_path=p, expires_at=e) for s, i, p, e in rows]
+    return [
+        ActiveGrant(id=i, subject=s, role=r, grid_path=p, expires_at=e) for s, r, i, p, e in rows
+    ]
+
+
+async def grid_ids_under(session: AsyncSession, *, paths: tuple[str, ...]) -> frozenset[int]:
+    """The grids at or under `paths`: the rows a grant unmasks are the ones in these grids."""
+    if not paths:
+        return frozenset()
+    return frozenset(await session.scalars(select(Grid.id).where(in_subtrees(Grid.path, paths))))
 
 
 def list_statement(*, active_at: datetime | None = None) -> Select[EmergencyGrant]:

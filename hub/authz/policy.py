@@ -39,6 +39,10 @@ EFFECTS = frozenset({"allow", "deny"})
 SENSITIVE = "sensitive"
 MASK_PREFIX = "mask:"
 
+# Control characters and line separators other than \n (a trailing \r is also refused: save the
+# file with Unix line endings).
+FORBIDDEN_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
 # Casbin's default role manager follows at most 10 inheritance links.
 MAX_INHERITANCE = 10
 
@@ -46,6 +50,13 @@ SUBJECT = re.compile(r"^[a-z][a-z0-9_]*(:[a-z0-9_]+)?$")
 # `Type`, `Type.field` or `Type.*`: the only wildcard is a whole type's fields.
 OBJECT = re.compile(r"^[A-Z][A-Za-z0-9]*(\.([a-z][A-Za-z0-9]*|\*))?$")
 FIELD_OBJECT = re.compile(r"^[A-Z][A-Za-z0-9]*\.[a-z][A-Za-z0-9]*$")
+
+
+def read_policy_file(path: Path) -> str:
+    """A policy file exactly as written: no newline translation, so a stray \r is seen (and
+    refused) rather than silently turned into a line break."""
+    with path.open(encoding="utf-8", newline="") as file:
+        return file.read()
 
 
 class PolicyError(ValueError):
@@ -98,7 +109,15 @@ class Policy:
         rules: list[Rule] = []
         links: list[Link] = []
         seen: dict[str, int] = {}
-        for number, raw in enumerate(text.splitlines(), start=1):
+        # Lines end at \n only, as in Casbin's own adapters; any other line separator or control
+        # character could make a line a comment here and a rule there (or the reverse).
+        for number, raw in enumerate(text.split("\n"), start=1):
+            if found := FORBIDDEN_CHARACTERS.search(raw):
+                raise PolicyError(
+                    f"character U+{ord(found.group()):04X} is not allowed in a policy line",
+                    line=number,
+                    source=source,
+                )
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
@@ -124,8 +143,8 @@ class Policy:
 
     @classmethod
     def from_directory(cls, directory: Path) -> Policy:
-        model_text = (directory / MODEL_FILE).read_text(encoding="utf-8")
-        text = (directory / POLICY_FILE).read_text(encoding="utf-8")
+        model_text = read_policy_file(directory / MODEL_FILE)
+        text = read_policy_file(directory / POLICY_FILE)
         return cls.parse(model_text, text, source=str(directory / POLICY_FILE))
 
     def with_text(self, text: str, *, source: str = "policy") -> Policy:

@@ -27,6 +27,13 @@ from hub.authz.policy import (
     PolicyError,
 )
 
+# What a masked value hides that another field shows in full: a policy whose role reads the
+# first masked and any of the others in full would give the masked part away.
+MASKED_TOGETHER: dict[str, tuple[str, ...]] = {
+    # 110105********1234: the eight hidden digits are the birth date (YYYYMMDD).
+    "Resident.idNumber": ("Resident.birthDate",),
+}
+
 
 class Level(StrEnum):
     FULL = "full"
@@ -140,6 +147,15 @@ def compile_profile(
         fields[name] = level
         if level is Level.MASKED:
             masks[name] = _mask_kind(policy, catalogue, name)
+    for masked, revealing in MASKED_TOGETHER.items():
+        if fields.get(masked) is not Level.MASKED:
+            continue
+        for other in revealing:
+            if fields.get(other) is Level.FULL:
+                raise PolicyError(
+                    f"{subject} reads {masked} masked but {other} in full, which shows what the "
+                    f"mask hides: mask or hide {other} for {subject} too"
+                )
     scopes = {
         type_name: frozenset(
             scope for scope in supported if decide(policy, subject, type_name, ROWS_PREFIX + scope)

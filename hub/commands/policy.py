@@ -23,7 +23,14 @@ from sqlalchemy import inspect, select
 
 from hub.authz import expectations, report, store
 from hub.authz.models import PolicyVersion
-from hub.authz.policy import EXPECTATIONS_FILE, MODEL_FILE, POLICY_FILE, Policy, PolicyError
+from hub.authz.policy import (
+    EXPECTATIONS_FILE,
+    MODEL_FILE,
+    POLICY_FILE,
+    Policy,
+    PolicyError,
+    read_policy_file,
+)
 from hub.authz.profile import Catalogue, Level, Profile
 from hub.commands.options import DB_OPTION, settings_for
 from hub.config import Settings
@@ -60,7 +67,7 @@ def policy() -> None:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_policy_file(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"cannot read {path}: {exc}") from None
 

@@ -1,0 +1,47 @@
+"""Compiling a policy refuses what would give a masked value away or mean something else to
+Casbin than to GridHub."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.api.registry import catalogue_for
+from hub.api.schema import build_schema
+from hub.authz.policy import Policy, PolicyError
+from hub.authz.profile import Level, compile_profiles
+from hub.config import DEFAULT_POLICY_DIR
+
+MODEL = (DEFAULT_POLICY_DIR / "model.conf").read_text(encoding="utf-8")
+
+
+def compile_text(text: str) -> dict[str, object]:
+    return compile_profiles(Policy.parse(MODEL, text), catalogue_for(build_schema()))
+
+
+def test_a_masked_id_number_beside_a_full_birth_date_is_refused() -> None:
+    base = "p, r, Resident.idNumber, read_masked, allow\ng2, Resident.idNumber, mask:id_number\n"
+    with pytest.raises(PolicyError, match="Resident.birthDate in full"):
+        compile_text(base + "p, r, Resident.birthDate, read, allow\n")
+    # Masked or hidden birth dates keep the ID number's hidden digits hidden.
+    masked = compile_text(
+        base
+        + "p, r, Resident.birthDate, read_masked, allow\n"
+        + "g2, Resident.birthDate, mask:birth_date\n"
+    )
+    assert masked["r"].level("Resident.birthDate") is Level.MASKED  # type: ignore[attr-defined]
+    assert compile_text(base)["r"].level("Resident.birthDate") is Level.HIDDEN  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("separator", ["\r", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c"])
+def test_line_separators_other_than_newline_are_refused(separator: str) -> None:
+    """Casbin's file adapter splits lines on \\n only; Python's splitlines on many more. A
+    comment hiding a policy line behind another separator would mean different things."""
+    text = f"# a comment{separator}p, public, Resident.birthDate, read, allow\n"
+    with pytest.raises(PolicyError, match="character"):
+        Policy.parse(MODEL, text)
+
+
+def test_the_default_policy_compiles() -> None:
+    profiles = compile_text((DEFAULT_POLICY_DIR / "policy.csv").read_text(encoding="utf-8"))
+    assert profiles["health"].level("Resident.birthDate") is Level.MASKED  # type: ignore[attr-defined]
+    assert profiles["public_security"].level("Resident.birthDate") is Level.FULL  # type: ignore[attr-defined]
