@@ -24,9 +24,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from hub.api.audit import FailureBudget
 from hub.api.ids import to_global_id
 from hub.app import create_app
-from hub.authz import apikeys, audit
+from hub.authz import apikeys, audit, store
 from hub.authz.identity import issue_token
 from hub.authz.models import AuditRecord
 from hub.authz.viewer import Viewer
@@ -470,3 +471,78 @@ async def test_a_browser_brings_its_token_in_connection_init(
                 await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
         assert closed.value.rcvd.reason == "malformed token"
+
+
+async def test_a_grant_unmasks_only_the_rows_under_its_grid_for_its_own_role(
+    app: Any, world: World, settings: Settings
+) -> None:
+    token = issue_token(settings, role=["health", "civil_affairs"], subject="nurse")
+    base = {"Authorization": f"Bearer {token}", "X-GridHub-Purpose": "outbreak"}
+    as_health = {**base, "X-GridHub-Role": "health"}
+    as_civil = {**base, "X-GridHub-Role": "civil_affairs"}
+    ids = "{ residents(first: 50) { nodes { idNumber grid { code } } } }"
+    async with as_client(app, as_health) as http:
+        opened = await post(
+            http,
+            'mutation { openEmergencyGrant(input: { reason: "疫情 outbreak", gridCode: "C1", '
+            "minutes: 30 }) { id } }",
+        )
+        assert "errors" not in opened, opened
+        nodes = (await post(http, ids))["data"]["residents"]["nodes"]
+    full = {r.id_number for r in world.residents}
+    under_c1 = [n for n in nodes if n["grid"]["code"] in ("G1", "G2")]
+    elsewhere = [n for n in nodes if n["grid"]["code"] not in ("G1", "G2")]
+    assert under_c1 and elsewhere
+    assert all(n["idNumber"] in full for n in under_c1)
+    assert all("********" in n["idNumber"] for n in elsewhere)
+    # The same subject acting as its other role has no grant.
+    async with as_client(app, as_civil) as http:
+        me = await post(http, "{ me { role emergency } }")
+        nodes = (await post(http, ids))["data"]["residents"]["nodes"]
+    assert me["data"]["me"] == {"role": "civil_affairs", "emergency": False}
+    assert all("********" in n["idNumber"] for n in nodes)
+
+
+async def test_a_stale_worker_cannot_undo_a_change_it_has_not_seen(
+    app: Any, world: World, settings: Settings, db: Database
+) -> None:
+    stale = create_app(settings)  # polls every 300 s in tests: it will not see version 2
+    async with stale.router.lifespan_context(stale):
+        admin = credentials(settings, "policy_admin", subject="admin")
+        revoke = "p, civil_affairs, Resident.householdCode, read, deny"
+        unrelated = "p, environment, Notice, rows:published, allow"
+        async with as_client(app, admin) as http:
+            first = await post(
+                http, CHANGE, variables={"add": [revoke], "remove": [], "reason": "revoke"}
+            )
+        assert "errors" not in first, first
+        assert first["data"]["changePolicy"]["version"] == 2
+        assert stale.state.registry.version == 1
+        async with as_client(stale, admin) as http:
+            second = await post(
+                http, CHANGE, variables={"add": [unrelated], "remove": [], "reason": "other"}
+            )
+        assert second["data"]["changePolicy"] == {
+            "version": 3,
+            "diff": f"+ {unrelated}",
+            "actor": "admin",
+        }
+    async with db.reader() as session:
+        latest = await store.current(session)
+    assert latest is not None and revoke in latest.text and unrelated in latest.text
+
+
+def test_failed_logins_past_the_budget_are_counted_not_written() -> None:
+    budget = FailureBudget(per_second=0, burst=3)
+    assert [budget.take() for _ in range(5)] == [0, 0, 0, None, None]
+    budget._tokens = 1  # as if a second had passed
+    assert budget.take() == 2  # the next record carries the two it did not write
+
+
+async def test_the_access_log_is_not_in_other_roles_schemas(
+    app: Any, world: World, settings: Settings
+) -> None:
+    for role in ("public", "health", "policy_admin"):
+        async with as_client(app, credentials(settings, role)) as http:
+            refused = await post(http, "{ auditChain { ok records } }")
+        assert refused["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED", role

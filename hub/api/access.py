@@ -4,6 +4,7 @@ these is the policy's business like everything else (policies/policy.csv)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import strawberry
@@ -216,17 +217,23 @@ def _changed_text(current: str, *, add: list[str], remove: list[str]) -> str:
     return "\n".join([*kept, *additions]) + "\n"
 
 
-async def _store_policy(info: Info, text: str, *, reason: str, restores: int | None) -> object:
+async def _store_policy(
+    info: Info, new_text: Callable[[str], str], *, reason: str, restores: int | None
+) -> object:
+    """Store the next policy version, built from the latest one read inside the same
+    transaction: a worker whose copy is stale cannot undo a change it has not seen, and of two
+    concurrent changes one fails with CONFLICT (the version number is the primary key)."""
     context = info.context
     registry = context.registry
     if not reason.strip():
         raise BadUserInput("say why the policy changes", field="reason")
     context.audit_kind = "policy"
     async with context.db.transaction() as session:
-        latest = await store.latest_version(session)
+        latest = await store.current(session)
+        text = new_text(latest.text if latest is not None else registry.file_policy_text())
         # Checked before it is stored: the model, the schema it names, the auditors'
         # expectations. PolicyRejected carries the reason.
-        compiled = registry.compile(text, version=latest + 1)
+        compiled = registry.compile(text, version=(latest.version if latest else 0) + 1)
         version = await store.save(
             session, text=text, actor=context.access.actor(), reason=reason, restores=restores
         )
@@ -238,15 +245,20 @@ async def _store_policy(info: Info, text: str, *, reason: str, restores: int | N
 class AccessMutation:
     @strawberry.mutation(description="Add and remove policy lines; applies in every worker.")
     async def change_policy(self, info: Info, input: ChangePolicyInput) -> PolicyVersionType:
-        current = info.context.registry.policy.text
-        text = _changed_text(current, add=input.add, remove=input.remove)
-        return await _store_policy(info, text, reason=input.reason, restores=None)  # type: ignore[return-value]
+        return await _store_policy(  # type: ignore[return-value]
+            info,
+            lambda current: _changed_text(current, add=input.add, remove=input.remove),
+            reason=input.reason,
+            restores=None,
+        )
 
     @strawberry.mutation(description="Make an earlier version's policy the live one again.")
     async def rollback_policy(self, info: Info, version: int, reason: str) -> PolicyVersionType:
         async with info.context.db.reader() as session:
             earlier = await store.get(session, version=version)
-        return await _store_policy(info, earlier.text, reason=reason, restores=version)  # type: ignore[return-value]
+        return await _store_policy(  # type: ignore[return-value]
+            info, lambda _current: earlier.text, reason=reason, restores=version
+        )
 
     @strawberry.mutation(description="Break-glass: widen your own view for a while, on the record.")
     async def open_emergency_grant(

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Collection
 from functools import lru_cache
 from typing import Any
@@ -200,3 +201,31 @@ async def flush_reads(context: Context, operation: str | None) -> None:
     )
     reads.clear()
     await audit.append_now(context.db.database, record)
+
+
+class FailureBudget:
+    """How many failed authentications a worker writes to the access log per second.
+
+    Every failure is worth a record, but each record takes the chain's lock: a flood of bad
+    tokens must not stall every mutation behind it. Past the budget, failures are counted and
+    the count rides on the next record that is written (`detail.suppressed`)."""
+
+    def __init__(self, per_second: float = 20.0, burst: int = 50) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self.suppressed = 0
+
+    def take(self) -> int | None:
+        """The number of failures suppressed since the last record if this one may be
+        written (and the count starts again), else None."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_second)
+        self._last = now
+        if self._tokens < 1:
+            self.suppressed += 1
+            return None
+        self._tokens -= 1
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed

@@ -44,7 +44,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Subscr
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from hub.api.audit import PURPOSE_HEADER, clean_purpose, header_text
+from hub.api.audit import PURPOSE_HEADER, FailureBudget, clean_purpose, header_text
 from hub.api.context import Context, interrupt_on_cancel
 from hub.api.loaders import Loaders
 from hub.api.registry import SchemaRegistry
@@ -282,6 +282,7 @@ class GraphQLView(GraphQL[Context, None]):
         self.broker = broker
         self.registry = registry
         self.verifier = TokenVerifier(settings)
+        self.failures = FailureBudget()
         self._ide_html = (resources.files(STATIC_PACKAGE) / IDE_PAGE).read_text(encoding="utf-8")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -335,16 +336,21 @@ class GraphQLView(GraphQL[Context, None]):
             if viewer.role not in self.registry.roles:
                 raise AuthenticationFailed(f"role {viewer.role!r} is not in the policy")
         except AuthenticationFailed as exc:
-            await audit.append_now(
-                self.db,
-                audit.AuditEntry(
-                    kind="auth_failure",
-                    actor="unknown",
-                    role="",
-                    outcome="failed",
-                    detail={"reason": exc.reason, "path": path},
-                ),
-            )
+            suppressed = self.failures.take()
+            if suppressed is not None:
+                detail: dict[str, Any] = {"reason": exc.reason, "path": path}
+                if suppressed:
+                    detail["suppressed"] = suppressed
+                await audit.append_now(
+                    self.db,
+                    audit.AuditEntry(
+                        kind="auth_failure",
+                        actor="unknown",
+                        role="",
+                        outcome="failed",
+                        detail=detail,
+                    ),
+                )
             raise
         return viewer
 

@@ -58,6 +58,7 @@ POLICY_TYPES = (
     "Feedback",
     "Stats",
     "AuditRecord",
+    "AuditChainStatus",
     "PolicyVersion",
     "EmergencyGrant",
 )
