@@ -109,7 +109,8 @@ async def world(db: Database) -> World:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[Any]:
+async def app(settings: Settings, db: Database) -> AsyncIterator[Any]:
+    # After `db`: the tables are emptied first, then the app seeds its policy version 1.
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application

@@ -35,7 +35,7 @@ from hub.config import Settings
 from hub.db import Database, utcnow
 from tests.live import in_process_server
 from tests.policy_clients import PURPOSE, credentials
-from tests.world import World
+from tests.world import World, valid_id_number
 
 RESIDENTS = "{ residents(first: 50) { totalCount nodes { id name idNumber phone } } }"
 
@@ -546,3 +546,74 @@ async def test_the_access_log_is_not_in_other_roles_schemas(
         async with as_client(app, credentials(settings, role)) as http:
             refused = await post(http, "{ auditChain { ok records } }")
         assert refused["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED", role
+
+
+async def _ws_query(ws: Any, op_id: str, query: str) -> dict[str, Any]:
+    await ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": {"query": query}}))
+    return json.loads(await ws.recv())  # type: ignore[no-any-return]
+
+
+async def test_a_long_lived_connection_follows_the_policy_and_its_tokens_expiry(
+    app: Any, world: World, settings: Settings
+) -> None:
+    protocol = [Subprotocol("graphql-transport-ws")]
+    phones = "{ residents(first: 1) { nodes { phone } } }"
+    health = credentials(settings, "health")
+    admin = credentials(settings, "policy_admin", subject="admin")
+    async with in_process_server(app) as address:
+        url = f"ws://{address}/graphql"
+        async with connect(url, subprotocols=protocol, additional_headers=health) as ws:
+            await ws.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            before = await _ws_query(ws, "1", phones)
+            assert before["type"] == "next" and "****" in json.dumps(before)
+            await ws.recv()  # complete
+            async with as_client(app, admin) as http:
+                changed = await post(
+                    http,
+                    CHANGE,
+                    variables={
+                        "add": [],
+                        "remove": ["p, health, Resident.phone, read_masked, allow"],
+                        "reason": "no phones",
+                    },
+                )
+            assert "errors" not in changed, changed
+            after = await _ws_query(ws, "2", phones)
+        # The same connection now runs the new policy's schema.
+        assert after["type"] == "error"
+        assert after["payload"][0]["message"] == "Cannot query field 'phone' on type 'Resident'."
+
+        brief = issue_token(settings, role="health", subject="brief", ttl=timedelta(seconds=1))
+        headers = {"Authorization": f"Bearer {brief}"}
+        async with connect(url, subprotocols=protocol, additional_headers=headers) as ws:
+            await ws.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            await asyncio.sleep(1.2)
+            await ws.send(
+                json.dumps(
+                    {"id": "1", "type": "subscribe", "payload": {"query": "{ me { role } }"}}
+                )
+            )
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_creating_outside_the_scope_says_nothing_about_the_rest_of_the_input(
+    app: Any, world: World, settings: Settings
+) -> None:
+    """An ID number that exists elsewhere and one that exists nowhere get the same refusal when
+    the grid is outside the worker's scope: no existence oracle."""
+    create = (
+        "mutation($id: String!) { createResident(input: "
+        '{ name: "探", idNumber: $id, address: "x", gridCode: "G4" }) { id } }'
+    )
+    worker = credentials(settings, "grid_worker", grids=["C1"])
+    taken = world.residents[3].id_number  # a resident in G4
+    free = valid_id_number(777)
+    async with as_client(app, worker) as http:
+        answers = [await post(http, create, variables={"id": n}) for n in (taken, free)]
+    errors = [answer["errors"][0] for answer in answers]
+    assert errors[0]["message"] == errors[1]["message"] == "gridCode is outside your scope"
+    assert errors[0]["extensions"] == errors[1]["extensions"]

@@ -52,7 +52,7 @@ from hub.authz import Access, audit, grants
 from hub.authz.identity import AuthenticationFailed, TokenVerifier, authenticate
 from hub.authz.viewer import Viewer
 from hub.config import Settings
-from hub.db import Database
+from hub.db import Database, utcnow
 from hub.events.changes import Broker
 
 STATIC_PACKAGE = "hub.api"
@@ -181,9 +181,6 @@ def _error_body(message: str, code: str) -> dict[str, Any]:
 
 
 ROLE_HEADER = "x-gridhub-role"
-# The same names, as keys of a WebSocket connection_init payload.
-ROLE_HEADER_NAME = "X-GridHub-Role"
-PURPOSE_HEADER_NAME = "X-GridHub-Purpose"
 
 
 def _text(value: Any) -> str | None:
@@ -204,39 +201,72 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             self.schema = context.registry.schema_for(context.access.viewer.role)
 
     async def handle_connection_init(self, message: Any) -> None:
-        """Browsers cannot set headers on a WebSocket: a connection that came without a
-        credential may bring one in `connection_init`'s payload (`Authorization`, and
-        `X-GridHub-Role` / `X-GridHub-Purpose`), which then picks its role's schema. A bad one
-        closes the socket with 4403 and the reason."""
+        """Browsers cannot set headers on a WebSocket: a connection may bring them in
+        `connection_init`'s payload instead (`Authorization`, `X-GridHub-Role`,
+        `X-GridHub-Purpose`; any spelling of the names). A credential there picks the role's
+        schema; one that does not verify, or a second credential beside the upgrade's, closes
+        the socket with 4403 and the reason."""
         payload = message.get("payload")
         context = self.context
         if (
             isinstance(payload, dict)
             and isinstance(context, Context)
             and not self.connection_init_received
-            and context.access.viewer.via == "anonymous"
-            and isinstance(payload.get("Authorization"), str)
         ):
-            view = self.view
-            assert isinstance(view, GraphQLView)
+            given = {str(key).lower(): value for key, value in payload.items()}
             try:
-                viewer = await view.identify_credentials(
-                    payload["Authorization"],
-                    _text(payload.get(ROLE_HEADER_NAME)),
-                    path="/graphql (connection_init)",
-                )
-                purpose = clean_purpose(payload.get(PURPOSE_HEADER_NAME))
+                await self._adopt(context, given)
             except (AuthenticationFailed, GraphQLError) as exc:
                 reason = exc.reason if isinstance(exc, AuthenticationFailed) else exc.message
                 await self.websocket.close(code=4403, reason=reason[:120])
                 return
-            context.access = await view.access_for(viewer)
-            context.loaders = Loaders(context.db, context.access)
-            context.purpose = purpose or context.purpose
-            self.schema = view.registry.schema_for(viewer.role)
         await super().handle_connection_init(message)
 
+    async def _still_valid(self) -> bool:
+        """Before each operation on a long-lived connection: a credential that has expired
+        closes it (4401); a newer policy or a grant opened, closed or expired since gives it
+        the viewer's current Access and role schema."""
+        context = self.context
+        if not isinstance(context, Context) or context.registry is None:
+            return True
+        viewer = context.access.viewer
+        if viewer.expires_at is not None and viewer.expires_at <= utcnow():
+            await self.websocket.close(code=4401, reason="the token expired")
+            return False
+        registry = context.registry
+        if (
+            registry.version != context.access.profile.version
+            or registry.grant_paths(viewer) != context.access.emergency_paths
+        ):
+            view = self.view
+            assert isinstance(view, GraphQLView)
+            context.access = await view.access_for(viewer)
+            context.loaders = Loaders(context.db, context.access)
+            self.schema = registry.schema_for(viewer.role)
+        return True
+
+    async def _adopt(self, context: Context, given: dict[str, Any]) -> None:
+        if PURPOSE_HEADER in given:
+            context.purpose = clean_purpose(given[PURPOSE_HEADER])
+        if "authorization" not in given:
+            return
+        credential = given["authorization"]
+        if context.access.viewer.via != "anonymous":
+            raise AuthenticationFailed("the connection already has a credential (its headers)")
+        if not isinstance(credential, str):
+            raise AuthenticationFailed("Authorization must be a string")
+        view = self.view
+        assert isinstance(view, GraphQLView)
+        viewer = await view.identify_credentials(
+            credential, _text(given.get(ROLE_HEADER)), path="/graphql (connection_init)"
+        )
+        context.access = await view.access_for(viewer)
+        context.loaders = Loaders(context.db, context.access)
+        self.schema = view.registry.schema_for(viewer.role)
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged and not await self._still_valid():
+            return
         maximum = self.max_subscriptions_per_connection
         if (
             maximum is not None

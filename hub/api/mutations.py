@@ -11,7 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import models
 from hub.api.context import Info
 from hub.api.ids import pk_of
-from hub.api.scope import require_created_in_scope, require_visible, visible
+from hub.api.scope import (
+    require_created_in_scope,
+    require_grid_in_scope,
+    require_visible,
+    visible,
+)
 from hub.api.types.common import CoordinatesInput
 from hub.api.types.events import EventCategory, EventTransitionType, EventType, Severity
 from hub.api.types.feedback import FeedbackKind, FeedbackType
@@ -141,6 +146,9 @@ class Mutation:
             reporter_system=input.reporter_system,
         )
         async with context.db.transaction() as session:
+            await require_grid_in_scope(
+                session, context.access, models.Event, report.grid_code, field="gridCode"
+            )
             await _require_reporter_in_scope(session, context.access, report)
             event = await events.report(session, report=report, actor=context.access.actor())
             await require_created_in_scope(
@@ -262,6 +270,10 @@ class Mutation:
     @strawberry.mutation
     async def create_resident(self, info: Info, input: ResidentInput) -> ResidentType:
         async with info.context.db.transaction() as session:
+            if input.grid_code is not None:
+                await require_grid_in_scope(
+                    session, info.context.access, models.Resident, input.grid_code, field="gridCode"
+                )
             resident = await residents.create(session, changes=input.changes())
             await require_created_in_scope(
                 session, info.context.access, models.Resident, resident.id, field="gridCode"
@@ -276,6 +288,10 @@ class Mutation:
         access = info.context.access
         async with info.context.db.transaction() as session:
             await require_visible(session, access, models.Resident, resident_id, "resident")
+            if input.grid_code is not None:
+                await require_grid_in_scope(
+                    session, access, models.Resident, input.grid_code, field="gridCode"
+                )
             resident = await residents.update(
                 session, resident_id=resident_id, changes=input.changes()
             )

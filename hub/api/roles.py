@@ -121,6 +121,8 @@ REQUIRES: Mapping[str, tuple[str, ...]] = {
     "EventCount.grid": ("Event.grid",),
     "Stats.eventTimes": ("Event.responseSeconds", "Event.resolutionSeconds"),
     "Stats.residentTagCounts": ("Resident.tags", "Resident.grid"),
+    # The actor of an event's "report" line is its reporter.
+    "EventTransition.actor": ("Event.reporter",),
     "Subscription.eventChanged(inGrid)": ("Event.grid",),
     "Subscription.eventChanged(departmentCode)": ("Event.department",),
     "NoticeFilter.status": ("Notice.status",),

@@ -90,8 +90,8 @@ class ChangeFilter:
 
 
 def still_allowed(context: Context) -> None:
-    """End the stream once its credential expires or the policy changes: the connection's schema
-    and scope were compiled for what was true when it subscribed."""
+    """End the stream once its credential expires, the policy changes or the viewer's emergency
+    grants do: its schema and scope were compiled for what was true when it subscribed."""
     viewer = context.access.viewer
     if viewer.expires_at is not None and viewer.expires_at <= utcnow():
         raise GraphQLError(
@@ -99,9 +99,13 @@ def still_allowed(context: Context) -> None:
             extensions={"code": "UNAUTHENTICATED"},
         )
     registry = context.registry
-    if registry is not None and registry.version != context.access.profile.version:
+    if registry is not None and (
+        registry.version != context.access.profile.version
+        or registry.grant_paths(viewer) != context.access.emergency_paths
+    ):
         raise GraphQLError(
-            "the access policy changed: reconnect and subscribe again",
+            "your access changed (the policy, or an emergency grant opened, closed or expired): "
+            "subscribe again",
             extensions={"code": "POLICY_CHANGED"},
         )
 

@@ -2,8 +2,10 @@
 
 Each line: role, object, action, expected. For a field read (`read`) the expectation is the
 level: `allow` (full), `masked` or `deny` (hidden). For everything else (`call`, `set`,
-`rows:<scope>`) it is `allow` or `deny`. The check runs in the test suite, in
-`gridhub policy check`, and before any runtime policy change takes effect.
+`rows:<scope>`) it is `allow` or `deny`. A line whose role is `g2` pins a field's class:
+`g2, Resident.idNumber, sensitive, allow` holds while the policy classes the field sensitive.
+The check runs in the test suite, in `gridhub policy check`, and before any runtime policy
+change takes effect.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from hub.authz.policy import READ, Policy, PolicyError, read_policy_file
 from hub.authz.profile import Level, decide, field_level
 
 EXPECTED = frozenset({"allow", "masked", "deny"})
+# The "role" of expectations about the policy's g2 classes (sensitive, mask:<kind>).
+CLASS_ROLE = "g2"
 LEVEL_WORDS = {Level.FULL: "allow", Level.MASKED: "masked", Level.HIDDEN: "deny"}
 
 
@@ -52,6 +56,8 @@ def parse(text: str, *, source: str = "expectations.csv") -> list[Expectation]:
         if len(values) != 4:
             raise PolicyError("an expectation has 4 values", line=number, source=source)
         role, obj, action, expected = values
+        if role == CLASS_ROLE and expected == "masked":
+            raise PolicyError("a g2 expectation is allow or deny", line=number, source=source)
         if expected not in EXPECTED or (expected == "masked" and action != READ):
             raise PolicyError(
                 f"expected must be allow, deny or (for read) masked, not {expected!r}",
@@ -67,6 +73,9 @@ def load(path: Path) -> list[Expectation]:
 
 
 def actual(policy: Policy, expectation: Expectation) -> str:
+    if expectation.role == CLASS_ROLE:
+        classes = policy.classes.get(expectation.object, frozenset())
+        return "allow" if expectation.action in classes else "deny"
     if expectation.action == READ:
         return LEVEL_WORDS[field_level(policy, expectation.role, expectation.object)]
     allowed = decide(policy, expectation.role, expectation.object, expectation.action)

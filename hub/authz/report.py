@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 
 import casbin
 
-from hub.authz.expectations import Expectation
+from hub.authz.expectations import CLASS_ROLE, Expectation
 from hub.authz.policy import (
     CALL,
+    MASK_PREFIX,
     READ,
     READ_MASKED,
     ROWS_PREFIX,
+    SENSITIVE,
     SET,
     Link,
     Policy,
@@ -602,6 +604,13 @@ def expectation_problems(
     problems = []
     for e in expectations:
         kind = object_kind(catalogue, e.object)
+        if e.role == CLASS_ROLE:
+            # g2 lines pin a field's class: the object must be a field, the action a class.
+            if kind != "field":
+                problems.append((e, f"{e.object} is not a field of the schema"))
+            elif e.action != SENSITIVE and not e.action.startswith(MASK_PREFIX):
+                problems.append((e, "a g2 expectation names sensitive or mask:<kind>"))
+            continue
         wanted = "type" if e.action.startswith(ROWS_PREFIX) else _KIND_OF_ACTION.get(e.action)
         if kind is None:
             problems.append(

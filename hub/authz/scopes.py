@@ -82,6 +82,9 @@ DEPARTMENT_COLUMN: Mapping[type[Any], Any] = {
 
 PUBLISHED: Mapping[type[Any], Clause] = {Notice: Notice.status == "published"}
 
+# Per type: the column naming the subject a row belongs to (`own`: a subject's own grants).
+SUBJECT_COLUMN: Mapping[type[Any], Any] = {EmergencyGrant: EmergencyGrant.subject}
+
 # The types with rows of their own, by GraphQL name, and the scopes each one supports.
 SCOPED_TYPES: Mapping[str, type[Any]] = {
     "Grid": Grid,
@@ -105,6 +108,8 @@ def supported_scopes(model: type[Any]) -> frozenset[str]:
         scopes.add("own_department")
     if model in PUBLISHED:
         scopes.add("published")
+    if model in SUBJECT_COLUMN:
+        scopes.add("own")
     return frozenset(scopes)
 
 
@@ -119,4 +124,6 @@ def scope_clause(model: type[Any], scope: str, viewer: Viewer) -> Clause:
         return DEPARTMENT_COLUMN[model] == viewer.department_id
     if scope == "published":
         return PUBLISHED[model]
+    if scope == "own":
+        return SUBJECT_COLUMN[model] == viewer.subject
     raise ValueError(f"unknown scope {scope}")  # compile_profiles refuses it first
