@@ -20,7 +20,7 @@ def compile_text(text: str) -> dict[str, object]:
 
 def test_a_masked_id_number_beside_a_full_birth_date_is_refused() -> None:
     base = "p, r, Resident.idNumber, read_masked, allow\ng2, Resident.idNumber, mask:id_number\n"
-    with pytest.raises(PolicyError, match="Resident.birthDate in full"):
+    with pytest.raises(PolicyError, match=r"Resident\.birthDate in full"):
         compile_text(base + "p, r, Resident.birthDate, read, allow\n")
     # Masked or hidden birth dates keep the ID number's hidden digits hidden.
     masked = compile_text(

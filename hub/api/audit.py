@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterator
+from dataclasses import replace
+from enum import Enum
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
@@ -25,8 +27,10 @@ from graphql.language import FieldNode, Visitor
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
+from strawberry.utils.str_converters import to_camel_case
 
 from hub.api.context import Context
+from hub.api.roles import REQUIRES
 from hub.authz import audit, tracking
 
 PURPOSE_HEADER = "x-gridhub-purpose"
@@ -125,6 +129,52 @@ def entry(
     )
 
 
+def input_keys(value: Any) -> Iterator[str]:
+    """The schema names of what a filter or ordering input uses: `ResidentFilter.idNumber` for
+    each field given, `ResidentSortField.BIRTH_DATE` for each enum value, nested inputs too."""
+    if isinstance(value, Enum):
+        definition = getattr(type(value), "__strawberry_definition__", None)
+        if definition is not None:
+            yield f"{definition.name}.{value.name}"
+        return
+    definition = getattr(type(value), "__strawberry_definition__", None)
+    if definition is None:
+        return
+    for field in definition.fields:
+        item = getattr(value, field.python_name, None)
+        if item is None:
+            continue
+        yield f"{definition.name}.{field.graphql_name or to_camel_case(field.python_name)}"
+        for element in item if isinstance(item, list) else [item]:
+            yield from input_keys(element)
+
+
+def note_sensitive_inputs(context: Context, *inputs: Any) -> None:
+    """Filters and sort keys that reveal a sensitive field read it as surely as selecting it
+    (a birth-date range finds a birth date; a BIRTH_DATE cursor carries one): they need a
+    purpose too, and go on the operation's read record."""
+    sensitive = context.access.profile.sensitive
+    if not sensitive:
+        return
+    used = {
+        need
+        for value in inputs
+        if value is not None
+        for key in input_keys(value)
+        for need in REQUIRES.get(key, ())
+        if need in sensitive
+    }
+    if not used:
+        return
+    if context.purpose is None:
+        raise GraphQLError(
+            f"filtering or sorting by {', '.join(sorted(used))} needs a stated purpose: send "
+            "the X-GridHub-Purpose header or extensions.purpose",
+            extensions={"code": "PURPOSE_REQUIRED", "fields": sorted(used)},
+        )
+    context.reads.fields.update(used)
+
+
 class AuditTrail(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
@@ -170,20 +220,32 @@ class AuditTrail(SchemaExtension):
             context.db.before_commit = record_mutation
         yield
         if is_mutation and not recorded:
-            # Refused or failed before anything was committed: still on the record.
-            await audit.append_now(
-                context.db.database,
-                entry(
-                    context,
-                    context.audit_kind or "mutation",
-                    operation=operation,
-                    outcome="error",
-                    fields=(),
-                    records=(),
-                ),
+            # Refused or failed before anything was committed: still on the record, with the
+            # error codes (a run of CONFLICTs on ID numbers is someone probing who is registered).
+            failed = entry(
+                context,
+                context.audit_kind or "mutation",
+                operation=operation,
+                outcome="error",
+                fields=(),
+                records=(),
             )
+            codes = _error_codes(execution.result)
+            if codes:
+                failed = replace(failed, detail={**failed.detail, "codes": codes})
+            await audit.append_now(context.db.database, failed)
         if context.reads:
             await flush_reads(context, operation)
+
+
+def _error_codes(result: Any) -> list[str]:
+    """The stable codes of a result's errors (hub.api.errors shapes them only after this
+    extension has finished, so the code is read from the original error too)."""
+    codes = set()
+    for error in getattr(result, "errors", None) or []:
+        code = getattr(error.original_error, "code", None) or (error.extensions or {}).get("code")
+        codes.add(str(code or "INTERNAL_SERVER_ERROR"))
+    return sorted(codes)
 
 
 async def flush_reads(context: Context, operation: str | None) -> None:

@@ -9,6 +9,7 @@ import strawberry
 from sqlalchemy import select
 
 from hub import models
+from hub.api.audit import note_sensitive_inputs
 from hub.api.context import Info
 from hub.api.filters import (
     EventFilter,
@@ -194,6 +195,7 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[GridType]:
+        note_sensitive_inputs(info.context, filter, order_by)
         order = order_by or GridOrder()
         async with info.context.db.reader() as session:
             parent_id = None
@@ -264,6 +266,7 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[MemberType]:
+        note_sensitive_inputs(info.context, filter)
         async with info.context.db.reader() as session:
             department_id = None
             if filter and filter.department_code is not None:
@@ -304,6 +307,7 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[ResidentType]:
+        note_sensitive_inputs(info.context, filter, order_by)
         order = order_by or ResidentOrder()
         async with info.context.db.reader() as session:
             domain_filter = await resident_filter(session, filter)
@@ -344,6 +348,7 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[EventType]:
+        note_sensitive_inputs(info.context, filter, order_by)
         order = order_by or EventOrder()
         async with info.context.db.reader() as session:
             domain_filter = await event_filter(session, filter)
@@ -377,6 +382,7 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[NoticeType]:
+        note_sensitive_inputs(info.context, filter, order_by)
         order = order_by or NoticeOrder()
         async with info.context.db.reader() as session:
             department_id = None
@@ -426,6 +432,7 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[FeedbackType]:
+        note_sensitive_inputs(info.context, filter)
         async with info.context.db.reader() as session:
             domain_filter = feedback.FeedbackFilter(
                 statuses=tuple(s.value for s in (filter.status or ())) if filter else (),

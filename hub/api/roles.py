@@ -76,7 +76,7 @@ OPERATION_ROOTS = ("Mutation", "Subscription")
 # What a filter, sort key, aggregate or lookup argument reveals: it is in a role's schema only if
 # the role reads every field listed here in full. Keys: `Input.field`, `Enum.VALUE`,
 # `Type.field` (output fields of aggregates) and `Type.field(argument)`. Every filter, sort key
-# and argument is listed here or in NEEDS_NOTHING (tests/test_role_schemas.py holds that).
+# and argument is listed here or in NEEDS_NOTHING (tests/test_policy_table.py holds that).
 REQUIRES: Mapping[str, tuple[str, ...]] = {
     "GridFilter.level": ("Grid.level",),
     "GridFilter.inGrid": ("Grid.path",),
@@ -147,7 +147,6 @@ REQUIRES: Mapping[str, tuple[str, ...]] = {
 # Filters, sort keys and arguments that reveal nothing about any row by themselves.
 NEEDS_NOTHING = frozenset(
     {
-        "GridSortField.ID",
         "ResidentSortField.ID",
         "EventSortField.ID",
         "NoticeSortField.ID",
@@ -155,6 +154,13 @@ NEEDS_NOTHING = frozenset(
         "SortDirection.DESC",
         "CoordinateSystem.WGS84",
         "CoordinateSystem.GCJ02",
+        # Lookups and groupings of what the field they belong to already shows or requires.
+        "Query.policyVersion(version)",
+        "Query.emergencyGrants(active)",
+        "Stats.eventCounts(gridLevel)",
+        "Stats.eventCounts(utcOffsetMinutes)",
+        "Stats.residentTagCounts(level)",
+        "Stats.residentTagCounts(tags)",
     }
 )
 

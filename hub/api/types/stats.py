@@ -9,6 +9,7 @@ from typing import Annotated
 import strawberry
 
 from hub import models
+from hub.api.audit import note_sensitive_inputs
 from hub.api.context import Info
 from hub.api.filters import (
     EventFilter,
@@ -95,6 +96,7 @@ class Stats:
             ),
         ] = stats.CHINA_STANDARD_TIME_MINUTES,
     ) -> list[EventCount]:
+        note_sensitive_inputs(info.context, filter, *group_by)
         async with info.context.db.reader() as session:
             domain_filter = await event_filter(session, filter)
             scoped = info.context.access.rows(events.list_statement(domain_filter), models.Event)
@@ -119,6 +121,7 @@ class Stats:
 
     @strawberry.field(description="Average response and resolution times of the matching events.")
     async def event_times(self, info: Info, filter: EventFilter | None = None) -> EventTimes:
+        note_sensitive_inputs(info.context, filter)
         async with info.context.db.reader() as session:
             domain_filter = await event_filter(session, filter)
             scoped = info.context.access.rows(events.list_statement(domain_filter), models.Event)
@@ -142,6 +145,7 @@ class Stats:
         tags: list[str] | None = None,
         filter: ResidentFilter | None = None,
     ) -> list[TagCount]:
+        note_sensitive_inputs(info.context, filter)
         async with info.context.db.reader() as session:
             domain_filter = await resident_filter(session, filter)
             scoped = info.context.access.rows(
