@@ -357,11 +357,16 @@ class Oracle:
             return Level.MASKED
         return Level.HIDDEN
 
-    def in_scope(self, view: Viewpoint, row: Row) -> bool:
+    def in_scope(self, view: Viewpoint, row: Row, named: str = "") -> bool:
+        """Whether `row` is in the viewpoint's scope; `named` is the request's text, for the
+        `tracked` scope (a row whose tracking code the request names)."""
+
         def allows(scope: str) -> bool:
             return self.enforce(view.role, row.type, ROWS_PREFIX + scope)
 
         if allows("all"):
+            return True
+        if row.code and row.code in named and allows("tracked"):
             return True
         mine = set().union(*(self.marked.subtree(code) for code in view.grids))
         if allows("own_grids") and mine & set(row.grids):
@@ -370,24 +375,27 @@ class Oracle:
             return True
         return allows("published") and row.published
 
-    def shown(self, view: Viewpoint, marker: Marker) -> Level:
+    def shown(self, view: Viewpoint, marker: Marker, named: str = "") -> Level:
         """How the marker may appear to the viewpoint: FULL, MASKED or not at all (HIDDEN)."""
-        if not self.in_scope(view, marker.row):
+        if not self.in_scope(view, marker.row, named):
             return Level.HIDDEN
         if any(self.level(view.role, name) is Level.HIDDEN for name in marker.via):
             return Level.HIDDEN
         return self.level(view.role, marker.field)
 
-    def forbidden(self, view: Viewpoint) -> set[str]:
-        """Every string that must not appear in any response to the viewpoint."""
+    def forbidden(self, view: Viewpoint, named: str = "") -> set[str]:
+        """Every string that must not appear in any response to the viewpoint (to a request
+        whose text is `named`: it may name tracking codes)."""
+        if named:
+            return self._forbidden_now(view, named)
         if view not in self._forbidden:
             self._forbidden[view] = frozenset(self._forbidden_now(view))
         return set(self._forbidden[view])
 
-    def _forbidden_now(self, view: Viewpoint) -> set[str]:
+    def _forbidden_now(self, view: Viewpoint, named: str = "") -> set[str]:
         found: set[str] = set()
         for marker in self.marked.markers:
-            level = self.shown(view, marker)
+            level = self.shown(view, marker, named)
             if level is Level.FULL:
                 continue
             found.add(marker.value)

@@ -617,3 +617,34 @@ async def test_creating_outside_the_scope_says_nothing_about_the_rest_of_the_inp
     errors = [answer["errors"][0] for answer in answers]
     assert errors[0]["message"] == errors[1]["message"] == "gridCode is outside your scope"
     assert errors[0]["extensions"] == errors[1]["extensions"]
+
+
+async def test_the_public_follows_its_feedback_by_tracking_code_only(
+    app: Any, world: World, settings: Settings
+) -> None:
+    submit = (
+        'mutation { submitFeedback(input: { kind: COMPLAINT, content: "楼道灯坏了", '
+        'gridCode: "G1" }) { id trackingCode status } }'
+    )
+    async with as_client(app, {}) as public:
+        submitted = (await post(public, submit))["data"]["submitFeedback"]
+        track = "query($c: String!) { feedback(trackingCode: $c) { trackingCode status response } }"
+        found = await post(public, track, variables={"c": submitted["trackingCode"]})
+        wrong = await post(public, track, variables={"c": "FB2222222222"})
+        by_id = await post(
+            public,
+            "query($id: ID!) { feedback(id: $id) { status } }",
+            variables={"id": submitted["id"]},
+        )
+        listed = await post(public, "{ feedbackList { totalCount } }")
+        content = await post(public, track.replace("response", "content"), variables={"c": "x"})
+    assert found["data"]["feedback"] == {
+        "trackingCode": submitted["trackingCode"],
+        "status": "SUBMITTED",
+        "response": None,
+    }
+    assert wrong["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    # The code is the key: by id, in a list, or for its content, the public sees nothing.
+    assert by_id["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert listed["data"]["feedbackList"]["totalCount"] == 0
+    assert content["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"

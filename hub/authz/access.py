@@ -43,6 +43,14 @@ class Access:
             clauses.append(UNDER_GRIDS[entity](self.emergency_paths))
         return statement.where(or_(*clauses) if clauses else false())
 
+    def tracks(self, entity: type[Any]) -> bool:
+        """Whether naming a row's secret tracking code is enough to see it (scope `tracked`):
+        the resident who submitted a feedback item follows it with its code."""
+        type_name = TYPE_OF_MODEL[entity]
+        return self.profile.sees_type(type_name) and "tracked" in self.profile.scopes.get(
+            type_name, frozenset()
+        )
+
     def can_call(self, operation: str) -> bool:
         return operation in self.profile.operations
 

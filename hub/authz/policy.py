@@ -32,7 +32,7 @@ READ_MASKED = "read_masked"
 CALL = "call"
 SET = "set"
 ROWS_PREFIX = "rows:"
-SCOPES = ("all", "own_grids", "own_department", "published", "own")
+SCOPES = ("all", "own_grids", "own_department", "published", "own", "tracked")
 ACTIONS = frozenset({READ, READ_MASKED, CALL, SET, *(ROWS_PREFIX + s for s in SCOPES)})
 EFFECTS = frozenset({"allow", "deny"})
 

@@ -85,6 +85,10 @@ PUBLISHED: Mapping[type[Any], Clause] = {Notice: Notice.status == "published"}
 # Per type: the column naming the subject a row belongs to (`own`: a subject's own grants).
 SUBJECT_COLUMN: Mapping[type[Any], Any] = {EmergencyGrant: EmergencyGrant.subject}
 
+# Types whose rows show to whoever names their secret tracking code (`tracked`): no list, no
+# lookup by id, only the lookup by code (hub.api.queries.Query.feedback).
+TRACKED: frozenset[type[Any]] = frozenset({Feedback})
+
 # The types with rows of their own, by GraphQL name, and the scopes each one supports.
 SCOPED_TYPES: Mapping[str, type[Any]] = {
     "Grid": Grid,
@@ -110,6 +114,8 @@ def supported_scopes(model: type[Any]) -> frozenset[str]:
         scopes.add("published")
     if model in SUBJECT_COLUMN:
         scopes.add("own")
+    if model in TRACKED:
+        scopes.add("tracked")
     return frozenset(scopes)
 
 
@@ -126,4 +132,7 @@ def scope_clause(model: type[Any], scope: str, viewer: Viewer) -> Clause:
         return PUBLISHED[model]
     if scope == "own":
         return SUBJECT_COLUMN[model] == viewer.subject
+    if scope == "tracked":
+        # Only a lookup that names the tracking code reaches such a row (Access.tracks).
+        return false()
     raise ValueError(f"unknown scope {scope}")  # compile_profiles refuses it first
