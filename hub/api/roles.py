@@ -38,6 +38,7 @@ from graphql import (
     get_named_type,
     validate_schema,
 )
+from graphql.pyutils import Undefined
 from strawberry import Schema
 
 from hub.authz import masking
@@ -256,14 +257,14 @@ class _Plan:
                 elif verdict == "drop-type":
                     return None
             self.fields[t.name] = kept
-            if isinstance(t, GraphQLInterfaceType) and not self._implementations(t):
+            if isinstance(t, GraphQLInterfaceType) and not self.implementations(t):
                 return None
             return True if kept else None
         if isinstance(t, GraphQLUnionType):
             return True if any(m.name not in self.dropped for m in t.types) else None
         return True
 
-    def _implementations(self, interface: GraphQLInterfaceType) -> list[str]:
+    def implementations(self, interface: GraphQLInterfaceType) -> list[str]:
         return [
             t.name
             for t in self.schema.get_possible_types(interface)
@@ -307,16 +308,7 @@ class _Plan:
 
 
 def _required(item: GraphQLArgument | GraphQLInputField) -> bool:
-    return isinstance(item.type, GraphQLNonNull) and item.default_value is _UNDEFINED
-
-
-def _undefined() -> Any:
-    from graphql.pyutils import Undefined
-
-    return Undefined
-
-
-_UNDEFINED = _undefined()
+    return isinstance(item.type, GraphQLNonNull) and item.default_value is Undefined
 
 
 def filter_schema(schema: GraphQLSchema, profile: Profile) -> GraphQLSchema:
@@ -364,7 +356,7 @@ def filter_schema(schema: GraphQLSchema, profile: Profile) -> GraphQLSchema:
             for interface in t.interfaces:
                 if interface.name in plan.dropped:
                     continue
-                if t.name in plan._implementations(interface) or isinstance(
+                if t.name in plan.implementations(interface) or isinstance(
                     t, GraphQLInterfaceType
                 ):
                     kept.append(named(interface))
