@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -648,3 +649,16 @@ async def test_the_public_follows_its_feedback_by_tracking_code_only(
     assert by_id["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     assert listed["data"]["feedbackList"]["totalCount"] == 0
     assert content["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+async def test_workers_starting_together_seed_the_policy_once(
+    settings: Settings, db: Database
+) -> None:
+    apps = [create_app(settings) for _ in range(4)]
+    async with contextlib.AsyncExitStack() as stack:
+        await asyncio.gather(
+            *(stack.enter_async_context(a.router.lifespan_context(a)) for a in apps)
+        )
+        assert {a.state.registry.version for a in apps} == {1}
+    async with db.reader() as session:
+        assert await store.latest_version(session) == 1

@@ -235,7 +235,12 @@ async def _store_policy(
         # expectations. PolicyRejected carries the reason.
         compiled = registry.compile(text, version=(latest.version if latest else 0) + 1)
         version = await store.save(
-            session, text=text, actor=context.access.actor(), reason=reason, restores=restores
+            session,
+            base=latest,
+            text=text,
+            actor=context.access.actor(),
+            reason=reason,
+            restores=restores,
         )
     registry.install(compiled)
     return version

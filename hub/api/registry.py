@@ -33,7 +33,7 @@ from hub.authz.profile import Catalogue, Profile, compile_profiles
 from hub.authz.viewer import Viewer
 from hub.config import Settings
 from hub.db import Database, utcnow
-from hub.errors import PolicyRejected, Unauthenticated
+from hub.errors import Conflict, PolicyRejected, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,11 @@ class SchemaRegistry:
             active = await grants.active_grants(session)
         self._grants = tuple(active)
         if latest == 0:
-            async with db.transaction() as session:
-                await store.seed(session, text=self.file_policy_text())
+            # Several workers starting on an empty database race to seed version 1: the one
+            # that loses gets CONFLICT and reads the winner's.
+            with contextlib.suppress(Conflict):
+                async with db.transaction() as session:
+                    await store.seed(session, text=self.file_policy_text())
             return await self.sync(db)
         if latest == self.version:
             return False

@@ -356,9 +356,7 @@ def filter_schema(schema: GraphQLSchema, profile: Profile) -> GraphQLSchema:
             for interface in t.interfaces:
                 if interface.name in plan.dropped:
                     continue
-                if t.name in plan.implementations(interface) or isinstance(
-                    t, GraphQLInterfaceType
-                ):
+                if t.name in plan.implementations(interface) or isinstance(t, GraphQLInterfaceType):
                     kept.append(named(interface))
             return kept
 

@@ -62,20 +62,21 @@ async def get(session: AsyncSession, *, version: int) -> PolicyVersion:
 async def save(
     session: AsyncSession,
     *,
+    base: PolicyVersion | None,
     text: str,
     actor: str,
     reason: str,
     restores: int | None = None,
 ) -> PolicyVersion:
-    """Store `text` as the next version. Two concurrent changes cannot both win: the version
-    number is the primary key, so the second one fails with CONFLICT and can be retried."""
-    previous = await current(session)
+    """Store `text` as the version after `base` (the latest version the caller read and built
+    on; None on an empty table). Two changes built on the same base cannot both win: the
+    version number is the primary key, so the second fails with CONFLICT and nothing is lost."""
     version = PolicyVersion(
-        version=(previous.version if previous else 0) + 1,
+        version=(base.version if base else 0) + 1,
         actor=actor,
         reason=reason,
         text=text,
-        diff=line_diff(previous.text if previous else "", text),
+        diff=line_diff(base.text if base else "", text),
         restores=restores,
     )
     session.add(version)
@@ -91,4 +92,6 @@ async def seed(session: AsyncSession, *, text: str) -> PolicyVersion | None:
     """Store the policy files as version 1 on a database that has no policy yet."""
     if await latest_version(session):
         return None
-    return await save(session, text=text, actor="system", reason="initial policy from policy.csv")
+    return await save(
+        session, base=None, text=text, actor="system", reason="initial policy from policy.csv"
+    )

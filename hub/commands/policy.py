@@ -551,7 +551,7 @@ async def _store(
             registry.compile(text, version=(live.version if live else 0) + 1)
         except PolicyRejected as exc:
             raise _Refused(exc.message) from None
-        version = await store.save(session, text=text, actor=IMPORT_ACTOR, reason=reason)
+        version = await store.save(session, base=live, text=text, actor=IMPORT_ACTOR, reason=reason)
         await append(
             session,
             AuditEntry(
