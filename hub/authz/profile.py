@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from hub.authz import masking
 from hub.authz.policy import (
@@ -87,9 +88,14 @@ class Profile:
     def level(self, name: str) -> Level:
         return self.fields.get(name, Level.HIDDEN)
 
+    @cached_property
+    def visible_types(self) -> frozenset[str]:
+        """The types with at least one visible field (computed once: Access.rows asks per
+        statement)."""
+        return frozenset(name.partition(".")[0] for name in self.fields)
+
     def sees_type(self, type_name: str) -> bool:
-        prefix = type_name + "."
-        return any(name.startswith(prefix) for name in self.fields)
+        return type_name in self.visible_types
 
 
 def decide(policy: Policy, subject: str, obj: str, action: str) -> bool:
