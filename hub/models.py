@@ -3,12 +3,21 @@
 from hub.authz.models import ApiKey, AuditHead, AuditRecord, EmergencyGrant, PolicyVersion
 from hub.db import Base
 from hub.departments.models import Department
-from hub.events.models import Event, EventTransition
+from hub.events.models import Event, EventChangeRecord, EventTransition
 from hub.feedback.models import Feedback
 from hub.grids.models import Grid
 from hub.members.models import Member, member_grids
 from hub.notices.models import Notice, notice_grids
 from hub.residents.models import Resident, ResidentExternalId, ResidentTag
+from hub.sync.models import (
+    SyncConflict,
+    SyncFieldSource,
+    SyncLink,
+    SyncQuarantine,
+    SyncRun,
+    SyncState,
+    WebhookDelivery,
+)
 
 __all__ = [
     "ApiKey",
@@ -18,6 +27,7 @@ __all__ = [
     "Department",
     "EmergencyGrant",
     "Event",
+    "EventChangeRecord",
     "EventTransition",
     "Feedback",
     "Grid",
@@ -27,6 +37,13 @@ __all__ = [
     "Resident",
     "ResidentExternalId",
     "ResidentTag",
+    "SyncConflict",
+    "SyncFieldSource",
+    "SyncLink",
+    "SyncQuarantine",
+    "SyncRun",
+    "SyncState",
+    "WebhookDelivery",
     "member_grids",
     "notice_grids",
 ]

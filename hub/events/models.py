@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import Base, UTCDateTime, utcnow
@@ -65,4 +66,22 @@ class EventTransition(Base):
     actor: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text, default="")
     department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EventChangeRecord(Base):
+    """The outbox: one row per event change, written in the transaction that made the change.
+
+    Webhook delivery (hub.connectors.webhooks) reads it in `seq` order, so a change is delivered
+    only if it committed, and never lost if a process dies after the commit. `snapshot` is the
+    event as the change left it, without personal data (no reporter, no location)."""
+
+    __tablename__ = "event_changes"
+    __table_args__ = (Index("ix_event_changes_event_id_seq", "event_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
