@@ -17,6 +17,7 @@ from hub.commands.identity import apikey, token
 from hub.commands.options import DB_OPTION
 from hub.commands.options import settings_for as _settings
 from hub.commands.policy import policy
+from hub.commands.sync import sync_group
 from hub.config import Settings
 
 
@@ -224,6 +225,7 @@ main.add_command(token)
 main.add_command(apikey)
 main.add_command(audit)
 main.add_command(policy)
+main.add_command(sync_group)
 
 
 if __name__ == "__main__":

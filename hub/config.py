@@ -13,6 +13,8 @@ from pathlib import Path
 DEFAULT_SQLITE_FILE = "gridhub.db"
 # The repository's policies/ folder (model.conf, policy.csv, expectations.csv).
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+# The repository's connectors/ folder: one definition per external departmental system.
+DEFAULT_CONNECTORS_DIR = Path(__file__).resolve().parent.parent / "connectors"
 
 
 def default_database_url(workdir: Path | None = None) -> str:
@@ -77,6 +79,10 @@ class Settings:
     policy_dir: Path = field(default_factory=lambda: DEFAULT_POLICY_DIR)
     # How often each worker looks for a new policy version (seconds).
     policy_poll_seconds: float = 2.0
+    # Connector definitions (hub.connectors.definition), and whether `gridhub serve` runs their
+    # schedules itself (off: a separate `gridhub sync worker` does).
+    connectors_dir: Path = field(default_factory=lambda: DEFAULT_CONNECTORS_DIR)
+    run_connectors: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -102,6 +108,10 @@ class Settings:
             values["policy_dir"] = Path(policy_dir)
         if poll := env.get("GRIDHUB_POLICY_POLL_SECONDS"):
             values["policy_poll_seconds"] = float(poll)
+        if connectors_dir := env.get("GRIDHUB_CONNECTORS_DIR"):
+            values["connectors_dir"] = Path(connectors_dir)
+        if env.get("GRIDHUB_RUN_CONNECTORS") == "1":
+            values["run_connectors"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

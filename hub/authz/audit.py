@@ -37,7 +37,8 @@ from hub.db import Database, utcnow
 GENESIS_HASH = "0" * 64
 HEAD_ID = 1
 
-KINDS = frozenset({"read", "mutation", "policy", "auth_failure", "emergency"})
+# sync: a connector run's writes; delivery: event changes a webhook sent out.
+KINDS = frozenset({"read", "mutation", "policy", "auth_failure", "emergency", "sync", "delivery"})
 OUTCOMES = frozenset({"ok", "denied", "error", "failed"})
 
 # A read of a long list would otherwise write every id it returned into one record; past this
@@ -71,7 +72,7 @@ _CLIPPED_COLUMNS = {"actor": 128, "role": 64, "department": 32, "operation": 128
 class AuditEntry:
     """What happened, as the caller knows it; `append` adds seq, time and the chain."""
 
-    kind: str  # read | mutation | policy | auth_failure | emergency
+    kind: str  # read | mutation | policy | auth_failure | emergency | sync | delivery
     actor: str
     role: str
     outcome: str  # ok | denied | error | failed
