@@ -72,7 +72,9 @@ async def test_second_run_writes_nothing(tmp_path: Path, db: Database, policy: A
     await run_connector(db, definition, policy)
     async with db.reader() as session:
         before = {r.id: r.updated_at for r in await session.scalars(select(Resident))}
-        links_before = {l.id: l.updated_at for l in await session.scalars(select(SyncLink))}
+        links_before = {
+            link.id: link.updated_at for link in await session.scalars(select(SyncLink))
+        }
     audit_before = len(await _sync_audit(db))
 
     again = await run_connector(db, definition, policy, full=True)
@@ -81,7 +83,9 @@ async def test_second_run_writes_nothing(tmp_path: Path, db: Database, policy: A
     )
     async with db.reader() as session:
         assert {r.id: r.updated_at for r in await session.scalars(select(Resident))} == before
-        assert {l.id: l.updated_at for l in await session.scalars(select(SyncLink))} == links_before
+        assert {
+            link.id: link.updated_at for link in await session.scalars(select(SyncLink))
+        } == links_before
     assert len(await _sync_audit(db)) == audit_before
     # Incremental, the finished file is not read again at all.
     incremental = await run_connector(db, definition, policy)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -305,7 +304,7 @@ async def test_kill_9_mid_sync_then_resume_loses_and_duplicates_nothing(
         )
         for n in range(40)
     ]
-    definition_text = f"""
+    definition_text = """
         name = "registry"
         kind = "rest"
         direction = "pull"
@@ -314,7 +313,7 @@ async def test_kill_9_mid_sync_then_resume_loses_and_duplicates_nothing(
         page_size = 4
 
         [source]
-        url = "{{url}}/api/page"
+        url = "{url}/api/page"
         items = "data"
         pagination = "page"
         page_param = "page"
@@ -339,25 +338,29 @@ async def test_kill_9_mid_sync_then_resume_loses_and_duplicates_nothing(
         (folder / "registry.toml").write_text(
             textwrap.dedent(definition_text).replace("{url}", fake.url), encoding="utf-8"
         )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "sync", "run", "registry"],
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "sync",
+            "run",
+            "registry",
             env=_engine_env(settings, folder),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             for _ in range(600):
-                if await _committed_pages(db) >= 12 or process.poll() is not None:
+                if await _committed_pages(db) >= 12 or process.returncode is not None:
                     break
                 await asyncio.sleep(0.05)
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert process.returncode is None, "the sync ended before it could be killed"
             os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+            await asyncio.wait_for(process.wait(), timeout=10)
         finally:
-            if process.poll() is None:
+            if process.returncode is None:
                 process.kill()
-            if process.stderr:
-                process.stderr.close()
+                await process.wait()
         killed_at = await _committed_pages(db)
         assert 12 <= killed_at < 40
         assert await count(db, select(Resident).where(Resident.name.like("住户%"))) == killed_at

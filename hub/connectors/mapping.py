@@ -86,26 +86,26 @@ def _transform(field: FieldMap, text: str) -> Any:
 
 def _map_fields(fields: tuple[FieldMap, ...], payload: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for field in fields:
-        if field.constant is not None:
-            values[field.target] = field.constant
+    for spec in fields:
+        if spec.constant is not None:
+            values[spec.target] = spec.constant
             continue
-        assert field.source is not None
-        raw = payload.get(field.source)
-        if isinstance(raw, list) and field.target in LIST_FIELDS:
+        assert spec.source is not None
+        raw = payload.get(spec.source)
+        if isinstance(raw, list) and spec.target in LIST_FIELDS:
             # A JSON source sends a list where a file sends "a;b": the same values.
-            values[field.target] = _transform(field, field.separator.join(map(str, raw)))
+            values[spec.target] = _transform(spec, spec.separator.join(map(str, raw)))
             continue
         if isinstance(raw, dict | list):
-            raise MappingError(f"{field.source}: a single value expected", code="INVALID_VALUE")
+            raise MappingError(f"{spec.source}: a single value expected", code="INVALID_VALUE")
         text = _text(raw)
         if text is None or not text.strip():
-            if field.default is not None:
-                values[field.target] = _transform(field, field.default)
-            elif field.required:
-                raise MappingError(f"missing field {field.source}", code="MISSING_FIELD")
+            if spec.default is not None:
+                values[spec.target] = _transform(spec, spec.default)
+            elif spec.required:
+                raise MappingError(f"missing field {spec.source}", code="MISSING_FIELD")
             continue
-        values[field.target] = _transform(field, text)
+        values[spec.target] = _transform(spec, text)
     return values
 
 
