@@ -254,3 +254,68 @@ async def test_only_one_run_at_a_time(tmp_path: Path, db: Database, policy: Any)
             await run_connector(db, definition, policy)
     run = await run_connector(db, definition, policy)
     assert run.created == 1
+
+
+EXPORT_TOML = """
+name = "{name}"
+kind = "file"
+direction = "push"
+entity = "resident"
+subject = "{subject}"
+page_size = 5
+
+[source]
+path = "{path}"
+
+[mapping]
+name = "姓名"
+idNumber = "公民身份号码"
+phone = "联系电话"
+gridCode = "网格编码"
+"""
+
+
+async def test_export_writes_what_the_connector_may_read(
+    tmp_path: Path, db: Database, policy: Any, world: World
+) -> None:
+    from hub.connectors.definition import load_file
+    from hub.connectors.files import open_source
+    from hub.connectors.records import SourceContext
+
+    target = tmp_path / "out" / "register.csv"
+    target.parent.mkdir()
+    spec = tmp_path / "register.toml"
+    spec.write_text(
+        EXPORT_TOML.format(name="register", subject="connector:household", path=target),
+        encoding="utf-8",
+    )
+    run = await run_connector(db, load_file(spec), policy)
+    assert (run.status, run.fetched) == ("ok", len(world.residents))
+    assert target.read_bytes().startswith(b"\xef\xbb\xbf")  # Excel in China reads the BOM
+    source = open_source(SourceContext(connector="check", options={"path": str(target)}))
+    rows = [r.payload async for page in source.pages(None) for r in page.records]
+    assert rows[0] == {
+        "姓名": world.residents[0].name,
+        "公民身份号码": valid_id_number(0),
+        "联系电话": world.residents[0].phone,
+        "网格编码": "G1",
+    }
+    async with db.reader() as session:
+        reads = list(
+            await session.scalars(
+                select(AuditRecord).where(AuditRecord.operation == "export:register")
+            )
+        )
+    assert len(reads) == 3  # one per batch of 5
+    assert {r.actor for r in reads} == {"connector:household"}
+    assert "Resident.idNumber" in reads[0].fields and reads[0].purpose
+
+    # A connector whose policy hides residents cannot export them: refused before reading.
+    spec = tmp_path / "leak.toml"
+    spec.write_text(
+        EXPORT_TOML.format(name="leak", subject="connector:hotline", path=tmp_path / "leak.csv"),
+        encoding="utf-8",
+    )
+    refused = await run_connector(db, load_file(spec), policy)
+    assert refused.status == "refused" and "Resident.idNumber" in (refused.error or "")
+    assert not (tmp_path / "leak.csv").exists()

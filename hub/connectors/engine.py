@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from hub.authz import audit
 from hub.authz.viewer import Viewer
 from hub.authz.writes import LivePolicy, NotASubject, WritePermit, connector_viewer
-from hub.connectors import kinds
+from hub.connectors import export, kinds
 from hub.connectors.definition import Definition, DefinitionError
 from hub.connectors.mapping import MappingError, map_record
 from hub.connectors.records import Faults, Page, SourceContext, SourceError
@@ -188,6 +188,8 @@ class Run:
                 permit = await self._permit()
             except NotASubject as refusal:
                 return await self._refuse(str(refusal))
+            if self.definition.direction == "push":
+                return await self._push(permit)
             try:
                 context = SourceContext(
                     connector=self.definition.name,
@@ -203,6 +205,47 @@ class Run:
                 return await self._finish("failed", str(failure))
             quarantined = self.progress.counts["quarantined"]
             return await self._finish("partial" if quarantined else "ok")
+
+    async def _push(self, permit: WritePermit) -> SyncRun:
+        """Send GridHub's data out: a file export, or webhook deliveries."""
+        if self.definition.kind == "webhook":
+            from hub.connectors import webhooks  # imports httpx only when used
+
+            try:
+                report = await webhooks.run_definition(
+                    self.database, self.definition, permit, faults=self.faults
+                )
+            except (webhooks.WebhookError, DefinitionError) as failure:
+                return await self._finish("failed", str(failure))
+            self.progress.add("fetched", report.enqueued)
+            self.progress.add("updated", report.delivered)
+            self.progress.add("quarantined", report.dead)
+            await self._store_counts()
+            return await self._finish("partial" if report.dead else "ok")
+
+        def counted(rows: int) -> None:
+            self.progress.pages += 1
+            self.progress.add("fetched", rows)
+            if self.on_progress is not None:
+                self.on_progress(self.progress)
+
+        try:
+            await export.export(
+                self.database, self.definition, permit, run_id=self.run_id, on_batch=counted
+            )
+        except export.ExportRefused as refusal:
+            return await self._refuse(str(refusal))
+        except (OSError, DefinitionError) as failure:
+            return await self._finish("failed", str(failure))
+        await self._store_counts()
+        return await self._finish("ok")
+
+    async def _store_counts(self) -> None:
+        async with self.database.transaction() as session:
+            run = await session.get(SyncRun, self.run_id)
+            assert run is not None
+            for name in COUNTERS:
+                setattr(run, name, self.progress.counts[name])
 
     async def replay(self, *, ids: Iterable[int] | None = None) -> SyncRun:
         """Map and apply the connector's open quarantined records again (after a fix)."""
