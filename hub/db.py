@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, event, make_url
+from sqlalchemy import DateTime, MetaData, String, event, make_url, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
@@ -144,6 +144,13 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """The unit of work: services flush, only this commits (or rolls back on error)."""
         async with self.sessions() as session, session.begin():
+            if self.dialect == "sqlite":
+                # pysqlite opens SQLite's transaction lazily, just before the first INSERT,
+                # UPDATE or DELETE. A SAVEPOINT issued before that is a transaction of its own
+                # that its RELEASE commits, so the unit of work would not commit or roll back as
+                # one. Opening it here (IMMEDIATE: writers queue on busy_timeout at the start,
+                # never fail halfway on a stale snapshot) makes it one.
+                await session.execute(text("BEGIN IMMEDIATE"))
             yield session
 
     @asynccontextmanager

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from hub.authz import audit
 from hub.authz.viewer import Viewer
@@ -312,13 +312,6 @@ class Run:
         fields: set[str] = set()
         try:
             async with self.database.transaction() as session:
-                # The page's first statement is a write. pysqlite opens SQLite's transaction
-                # lazily, before the first write: a SAVEPOINT (one per record, below) issued
-                # before that would be a transaction of its own, committed by its RELEASE,
-                # and the page would no longer commit or roll back as one.
-                await session.execute(
-                    update(SyncRun).where(SyncRun.id == self.run_id).values(status="running")
-                )
                 writer = WRITERS[self.definition.entity](
                     session=session, definition=self.definition, permit=permit, run_id=self.run_id
                 )
