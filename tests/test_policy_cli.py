@@ -45,7 +45,11 @@ ROLES = (
     "dispatcher",
     "auditor",
     "policy_admin",
+    "operator",
+    "connector:household",
     "connector:health",
+    "connector:hotline",
+    "connector:public_security",
 )
 
 

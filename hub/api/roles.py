@@ -62,6 +62,10 @@ POLICY_TYPES = (
     "AuditChainStatus",
     "PolicyVersion",
     "EmergencyGrant",
+    "SyncRun",
+    "SyncQuarantineItem",
+    "SyncConflict",
+    "WebhookDelivery",
 )
 # Input types whose fields the policy governs (`set`).
 POLICY_INPUTS = (
@@ -143,6 +147,14 @@ REQUIRES: Mapping[str, tuple[str, ...]] = {
     "AuditFilter.outcome": ("AuditRecord.outcome",),
     "AuditFilter.since": ("AuditRecord.at",),
     "AuditFilter.until": ("AuditRecord.at",),
+    "Query.syncRuns(connector)": ("SyncRun.connector",),
+    "Query.syncQuarantine(connector)": ("SyncQuarantineItem.connector",),
+    "QuarantineStatus.OPEN": ("SyncQuarantineItem.status",),
+    "QuarantineStatus.REPLAYED": ("SyncQuarantineItem.status",),
+    "QuarantineStatus.DISCARDED": ("SyncQuarantineItem.status",),
+    "Query.syncConflicts(connector)": ("SyncConflict.connector",),
+    "Query.webhookDeliveries(subscription)": ("WebhookDelivery.subscription",),
+    "Query.webhookDeliveries(status)": ("WebhookDelivery.status",),
 }
 
 # Filters, sort keys and arguments that reveal nothing about any row by themselves.
@@ -328,7 +340,7 @@ def filter_schema(schema: GraphQLSchema, profile: Profile) -> GraphQLSchema:
 
     def args_of(key: str, field: GraphQLField) -> dict[str, GraphQLArgument]:
         return {
-            name: GraphQLArgument(**{**arg.to_kwargs(), "type_": wrap(arg.type)})
+            name: GraphQLArgument(**_input_kwargs(arg, wrap, plan.enum_values))
             for name, arg in field.args.items()
             if plan.argument_allowed(key, name, arg)
         }
@@ -393,7 +405,7 @@ def filter_schema(schema: GraphQLSchema, profile: Profile) -> GraphQLSchema:
                 }
             )
         elif isinstance(t, GraphQLInputObjectType):
-            built[t.name] = _input_type(t, plan.input_fields[t.name], wrap)
+            built[t.name] = _input_type(t, plan.input_fields[t.name], wrap, plan.enum_values)
 
     def root(t: GraphQLObjectType | None) -> Any:
         return None if t is None or t.name in plan.dropped else built[t.name]
@@ -431,17 +443,39 @@ def _union_resolver(original: GraphQLUnionType) -> Any:
 
 
 def _input_type(
-    t: GraphQLInputObjectType, kept: list[str], wrap: Callable[[Any], Any]
+    t: GraphQLInputObjectType,
+    kept: list[str],
+    wrap: Callable[[Any], Any],
+    enum_values: Mapping[str, list[str]],
 ) -> GraphQLInputObjectType:
     def fields() -> dict[str, GraphQLInputField]:
         return {
-            name: GraphQLInputField(
-                **{**t.fields[name].to_kwargs(), "type_": wrap(t.fields[name].type)}
-            )
+            name: GraphQLInputField(**_input_kwargs(t.fields[name], wrap, enum_values))
             for name in kept
         }
 
     return GraphQLInputObjectType(**_kwargs(t, fields=fields))
+
+
+def _input_kwargs(
+    item: GraphQLArgument | GraphQLInputField,
+    wrap: Callable[[Any], Any],
+    enum_values: Mapping[str, list[str]],
+) -> dict[str, Any]:
+    """An argument's or input field's constructor arguments in the role's schema. A default
+    that is an enum value the role's schema dropped (GridOrder.field = PATH, for a role that
+    reads Grid.code but not Grid.path) goes too, or the schema could not even be printed: the
+    client then names a value it has."""
+    kwargs: dict[str, Any] = {**item.to_kwargs(), "type_": wrap(item.type)}
+    target = get_named_type(item.type)
+    default = item.default_value
+    if isinstance(target, GraphQLEnumType) and default is not Undefined and default is not None:
+        # strawberry keeps the Python enum member as the default, graphql-core its value.
+        value = getattr(default, "value", default)
+        name = next((n for n, v in target.values.items() if v.value == value), None)
+        if name is not None and name not in enum_values.get(target.name, ()):
+            kwargs["default_value"] = Undefined
+    return kwargs
 
 
 def _resolve(resolve: Any, source: Any, info: GraphQLResolveInfo, kwargs: dict[str, Any]) -> Any:

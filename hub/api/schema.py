@@ -21,6 +21,7 @@ from hub.api.limits import GraphQLLimits
 from hub.api.mutations import Mutation
 from hub.api.queries import Query
 from hub.api.subscriptions import Subscription
+from hub.api.sync import SyncMutation, SyncQuery
 from hub.api.types.access import EmergencyGrantType
 from hub.api.types.events import EventType
 from hub.api.types.feedback import FeedbackType
@@ -42,8 +43,8 @@ NODE_TYPES = [
 
 # The per-domain roots and access control's, as the one Query and Mutation of the full schema
 # (each role's schema is cut from it: hub.api.roles).
-FullQuery = merge_types("Query", (Query, AccessQuery))
-FullMutation = merge_types("Mutation", (Mutation, AccessMutation))
+FullQuery = merge_types("Query", (Query, AccessQuery, SyncQuery))
+FullMutation = merge_types("Mutation", (Mutation, AccessMutation, SyncMutation))
 
 
 class GridHubSchema(Schema):

@@ -23,6 +23,7 @@ from hub.grids.models import PATH_END, Grid
 from hub.members.models import Member, member_grids
 from hub.notices.models import Notice, notice_grids
 from hub.residents.models import Resident
+from hub.sync.models import SyncConflict, SyncQuarantine, SyncRun, WebhookDelivery
 
 Clause = ColumnElement[bool]
 
@@ -101,6 +102,11 @@ SCOPED_TYPES: Mapping[str, type[Any]] = {
     "AuditRecord": AuditRecord,
     "PolicyVersion": PolicyVersion,
     "EmergencyGrant": EmergencyGrant,
+    # What the connectors did: operators' business, whole tables or nothing (scope `all`).
+    "SyncRun": SyncRun,
+    "SyncQuarantineItem": SyncQuarantine,
+    "SyncConflict": SyncConflict,
+    "WebhookDelivery": WebhookDelivery,
 }
 
 
