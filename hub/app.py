@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from hub.api.http import IDE_ASSETS_PATH, GraphQLView, ide_assets
 from hub.api.limits import BodySizeLimit
+from hub.api.open311 import open311_app
 from hub.api.registry import SchemaRegistry
 from hub.api.schema import build_schema
 from hub.authz.identity import AuthenticationFailed, signing_secret
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Mount(IDE_ASSETS_PATH, app=ide_assets()),
+            Mount("/open311/v2", app=open311_app()),
         ],
         lifespan=lifespan,
         # Counts request bodies as they stream in: 413 with a GraphQL-shaped error past the limit.
