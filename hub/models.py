@@ -11,7 +11,6 @@ from hub.notices.models import Notice, notice_grids
 from hub.residents.models import Resident, ResidentExternalId, ResidentTag
 from hub.sync.models import (
     SyncConflict,
-    SyncFieldSource,
     SyncLink,
     SyncQuarantine,
     SyncRun,
@@ -38,7 +37,6 @@ __all__ = [
     "ResidentExternalId",
     "ResidentTag",
     "SyncConflict",
-    "SyncFieldSource",
     "SyncLink",
     "SyncQuarantine",
     "SyncRun",

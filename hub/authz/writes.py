@@ -77,6 +77,10 @@ class WritePermit:
     def may_call(self, operation: str) -> bool:
         return self.access.can_call(operation)
 
+    def narrowed(self, type_name: str) -> bool:
+        """Whether this connector sees only some rows of `type_name` (not scope `all`)."""
+        return "all" not in self.access.profile.scopes.get(type_name, frozenset())
+
     def refused(self, input_objects: Iterable[str]) -> list[str]:
         """The input fields among `input_objects` this connector may not set, sorted."""
         return sorted({o for o in input_objects if not self.may_set(o)})

@@ -29,7 +29,7 @@ from hub.models import Event, Resident, ResidentExternalId, ResidentTag
 from hub.residents import idcard
 from hub.residents import service as residents
 from hub.sync import service as sync
-from hub.sync.models import SyncFieldSource, SyncLink
+from hub.sync.models import SyncLink
 
 # The GridHub input field -> the Resident attribute it is compared with.
 RESIDENT_ATTRIBUTES = {
@@ -146,6 +146,7 @@ class PageWriter:
             self.session.add(link)
             self.links[mapped.external_id] = link
         link.record_id = record_id
+        link.fields = sorted(mapped.values)
         link.digest = mapped.digest()
         link.source_version = mapped.version
         link.source_time = parse_time(mapped.version)
@@ -178,7 +179,8 @@ class ResidentWriter(PageWriter):
     by_id_number: dict[str, int]
     tags: dict[int, list[str]]
     grid_codes: dict[int, str]
-    sources: dict[tuple[int, str], SyncFieldSource]
+    # Other systems' links to the page's residents: who else supplies which fields.
+    others: dict[int, list[SyncLink]]
     known_external: dict[str, int]
 
     async def prefetch(self, records: list[Mapped]) -> None:
@@ -226,8 +228,11 @@ class ResidentWriter(PageWriter):
         if grid_ids:
             grid_rows = select(Grid.id, Grid.code).where(Grid.id.in_(grid_ids))
             self.grid_codes = dict((await self.session.execute(grid_rows)).all())
-        self.sources = await sync.field_sources(
-            self.session, entity="resident", record_ids=list(self.residents)
+        self.others = await sync.links_of_records(
+            self.session,
+            entity="resident",
+            record_ids=list(self.residents),
+            other_than=self.definition.system,
         )
 
     def _match(self, mapped: Mapped) -> int | None:
@@ -294,25 +299,21 @@ class ResidentWriter(PageWriter):
                 code="NO_MATCH",
             )
         values = {CHANGE_NAMES[k]: v for k, v in mapped.values.items()}
-        async with self.session.begin_nested():
-            resident = await residents.create(
-                self.session, changes=residents.ResidentChanges(**values)
-            )
-            visible = self.permit.access.rows(
-                select(Resident.id).where(Resident.id == resident.id), Resident
-            )
-            if await self.session.scalar(visible) is None:
-                raise BadUserInput("the record's grid is outside the connector's scope")
-            if mapped.external_id is not None:
-                self.session.add(
-                    ResidentExternalId(
-                        resident_id=resident.id,
-                        system=self.definition.system,
-                        external_id=mapped.external_id,
-                    )
+        if self.permit.narrowed("Resident"):
+            # Decided before anything is written: the record's grid must be in the scope.
+            await self._require_grid_in_scope(values.get("grid_code"))
+        # No savepoint: `create` checks every value before it adds anything, and the one
+        # failure it can meet after that, a duplicate ID number, cannot happen here: a record
+        # whose ID number is known (in the database or earlier on this page) was matched.
+        resident = await residents.create(self.session, changes=residents.ResidentChanges(**values))
+        if mapped.external_id is not None:
+            self.session.add(
+                ResidentExternalId(
+                    resident_id=resident.id,
+                    system=self.definition.system,
+                    external_id=mapped.external_id,
                 )
-                await self.session.flush()
-        self._note_sources(mapped, resident.id, list(mapped.values))
+            )
         self._link(mapped, resident.id)
         self.residents[resident.id] = resident
         if "idNumber" in mapped.values:
@@ -321,19 +322,31 @@ class ResidentWriter(PageWriter):
             self.known_external[mapped.external_id] = resident.id
         return Outcome("created", f"Resident:{resident.id}", self._objects(mapped.values))
 
+    async def _require_grid_in_scope(self, grid_code: str | None) -> None:
+        if grid_code is None:
+            return
+        grid = await self.session.scalar(select(Grid).where(Grid.code == grid_code))
+        if grid is None:
+            return  # `create` names the unknown grid code
+        probe = self.permit.access.rows(
+            select(Resident.id).where(Resident.grid_id == grid.id).limit(1), Resident
+        )
+        scoped = self.permit.access.rows(select(Grid.id).where(Grid.id == grid.id), Grid)
+        if await self.session.scalar(scoped) is None and await self.session.scalar(probe) is None:
+            raise RecordRejected(
+                "the record's grid is outside the connector's scope", code="OUT_OF_SCOPE"
+            )
+
     def _objects(self, names: Any) -> tuple[str, ...]:
         return tuple(sorted(f"Resident.{name}" for name in names))
 
-    def _note_sources(self, mapped: Mapped, record_id: int, names: list[str]) -> None:
-        at = parse_time(mapped.version)
-        for name in names:
-            source = self.sources.get((record_id, name))
-            if source is None:
-                source = SyncFieldSource(entity="resident", record_id=record_id, field=name)
-                self.session.add(source)
-                self.sources[(record_id, name)] = source
-            source.system = self.definition.system
-            source.source_time = at
+    def _other_supplier(self, resident_id: int, name: str) -> SyncLink | None:
+        """The newest link of another system that supplies this field of this resident."""
+        suppliers = [link for link in self.others.get(resident_id, []) if name in link.fields]
+        if not suppliers:
+            return None
+        oldest = datetime.min.replace(tzinfo=UTC)
+        return max(suppliers, key=lambda link: link.source_time or oldest)
 
     async def _update(self, mapped: Mapped, resident_id: int) -> Outcome:
         resident = self.residents.get(resident_id)
@@ -347,9 +360,9 @@ class ResidentWriter(PageWriter):
             new = self._normalised(name, value)
             if new == self._current(resident, name):
                 continue
-            source = self.sources.get((resident_id, name))
-            if source is not None and source.system != self.definition.system:
-                theirs = source.source_time
+            other = self._other_supplier(resident_id, name)
+            if other is not None:
+                theirs = other.source_time
                 older = incoming_time is not None and theirs is not None and incoming_time < theirs
                 self._conflict(
                     mapped,
@@ -357,7 +370,7 @@ class ResidentWriter(PageWriter):
                     kind="other_source",
                     kept="ours" if older else "theirs",
                     field=name,
-                    detail={"other_system": source.system},
+                    detail={"other_system": other.system},
                 )
                 if older:
                     continue
@@ -373,7 +386,6 @@ class ResidentWriter(PageWriter):
                 )
             if "tags" in changed:
                 self.tags[resident_id] = residents.clean_tags(changed["tags"])
-            self._note_sources(mapped, resident_id, list(changed))
         self._link(mapped, resident_id)
         if not changed:
             return Outcome("unchanged", f"Resident:{resident_id}")

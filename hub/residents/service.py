@@ -155,7 +155,8 @@ async def create(session: AsyncSession, *, changes: ResidentChanges) -> Resident
     await _apply(session, resident, changes)
     session.add(resident)
     await _flush_unique(session)
-    await _set_tags(session, resident.id, tags)
+    # A new resident has no tags to replace.
+    session.add_all(ResidentTag(resident_id=resident.id, tag=tag) for tag in tags)
     await session.flush()
     return resident
 

@@ -82,22 +82,11 @@ class SyncLink(Base):
     digest: Mapped[str] = mapped_column(String(64))
     source_version: Mapped[str | None] = mapped_column(String(64))
     source_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The GridHub fields this system supplies for the record. Two systems that both supply a
+    # field disagree through these: the newer source time wins, and the other write is a
+    # recorded conflict.
+    fields: Mapped[list[str]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-
-
-class SyncFieldSource(Base):
-    """Which system last wrote a field of a record, and as of when (by that system's clock).
-
-    Two systems that may both write a field disagree through this table: the newer source time
-    wins, and the other write is recorded as a conflict."""
-
-    __tablename__ = "sync_field_sources"
-
-    entity: Mapped[str] = mapped_column(String(32), primary_key=True)
-    record_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    field: Mapped[str] = mapped_column(String(64), primary_key=True)
-    system: Mapped[str] = mapped_column(String(64))
-    source_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SyncQuarantine(Base):

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.db import utcnow
 from hub.sync.models import (
     SyncConflict,
-    SyncFieldSource,
     SyncLink,
     SyncQuarantine,
     SyncRun,
@@ -83,15 +82,21 @@ async def links(
     return {link.external_id: link for link in await session.scalars(statement)}
 
 
-async def field_sources(
-    session: AsyncSession, *, entity: str, record_ids: Sequence[int]
-) -> dict[tuple[int, str], SyncFieldSource]:
+async def links_of_records(
+    session: AsyncSession, *, entity: str, record_ids: Sequence[int], other_than: str
+) -> dict[int, list[SyncLink]]:
+    """Other systems' links to these records: who else supplies their fields, and as of when."""
     if not record_ids:
         return {}
-    statement = select(SyncFieldSource).where(
-        SyncFieldSource.entity == entity, SyncFieldSource.record_id.in_(sorted(set(record_ids)))
+    statement = select(SyncLink).where(
+        SyncLink.entity == entity,
+        SyncLink.record_id.in_(sorted(set(record_ids))),
+        SyncLink.system != other_than,
     )
-    return {(s.record_id, s.field): s for s in await session.scalars(statement)}
+    found: dict[int, list[SyncLink]] = {}
+    for link in await session.scalars(statement):
+        found.setdefault(link.record_id, []).append(link)
+    return found
 
 
 async def quarantine(

@@ -37,14 +37,6 @@ def upgrade() -> None:
     with op.batch_alter_table('sync_conflicts', schema=None) as batch_op:
         batch_op.create_index('ix_sync_conflicts_connector_id', ['connector', 'id'], unique=False)
 
-    op.create_table('sync_field_sources',
-    sa.Column('entity', sa.String(length=32), nullable=False),
-    sa.Column('record_id', sa.Integer(), nullable=False),
-    sa.Column('field', sa.String(length=64), nullable=False),
-    sa.Column('system', sa.String(length=64), nullable=False),
-    sa.Column('source_time', hub.db.UTCDateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('entity', 'record_id', 'field', name=op.f('pk_sync_field_sources'))
-    )
     op.create_table('sync_links',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('system', sa.String(length=64), nullable=False),
@@ -54,6 +46,7 @@ def upgrade() -> None:
     sa.Column('digest', sa.String(length=64), nullable=False),
     sa.Column('source_version', sa.String(length=64), nullable=True),
     sa.Column('source_time', hub.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('fields', sa.JSON(), nullable=False),
     sa.Column('updated_at', hub.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sync_links')),
     sa.UniqueConstraint('system', 'entity', 'external_id', name=op.f('uq_sync_links_system_entity_external_id'))
@@ -172,7 +165,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_sync_links_entity_record_id')
 
     op.drop_table('sync_links')
-    op.drop_table('sync_field_sources')
     with op.batch_alter_table('sync_conflicts', schema=None) as batch_op:
         batch_op.drop_index('ix_sync_conflicts_connector_id')
 
