@@ -25,7 +25,7 @@ from hub.connectors import export, kinds
 from hub.connectors.definition import Definition, DefinitionError
 from hub.connectors.mapping import MappingError, map_record
 from hub.connectors.records import Faults, Page, SourceContext, SourceError
-from hub.connectors.sinks import WRITERS, Mapped, RecordRejected
+from hub.connectors.sinks import WRITERS, Mapped, Outcome, RecordRejected
 from hub.db import Database, utcnow
 from hub.departments.models import Department
 from hub.sync import service as sync
@@ -308,8 +308,7 @@ class Run:
         rejected = (malformed or []) + rejected
         counts = dict.fromkeys(COUNTERS, 0)
         counts["fetched"] = len(incoming) + len(malformed or [])
-        records: list[str] = []
-        fields: set[str] = set()
+        written: list[Outcome] = []
         try:
             async with self.database.transaction() as session:
                 writer = WRITERS[self.definition.entity](
@@ -324,14 +323,16 @@ class Run:
                         continue
                     if outcome.kind != "conflict":
                         counts[outcome.kind] += 1
-                    if outcome.kind in ("created", "updated") and outcome.record:
-                        records.append(outcome.record)
-                        fields.update(outcome.fields)
+                    if outcome.kind in ("created", "updated"):
+                        written.append(outcome)
                     if item.item is not None:
                         item.item = await session.merge(item.item)
                         item.item.status = "replayed"
                         item.item.resolved_at = utcnow()
                         item.item.resolved_run_id = self.run_id
+                await writer.finish()
+                records = [o.record for o in written if o.record]
+                fields = {name for o in written for name in o.fields}
                 counts["conflicts"] = writer.conflicts
                 counts["quarantined"] = len(rejected)
                 # In source order, so the quarantine reads like the source.

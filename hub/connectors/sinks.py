@@ -119,6 +119,13 @@ class PageWriter:
             external_ids=external_ids,
         )
 
+    def _settled(self, mapped: Mapped) -> bool:
+        """The record's link already holds exactly this (or a newer) version of it."""
+        link = self.links.get(mapped.external_id) if mapped.external_id else None
+        if link is None:
+            return False
+        return link.digest == mapped.digest() or is_stale(mapped.version, link.source_version)
+
     def _conflict(self, mapped: Mapped, record_id: int | None, **kwargs: Any) -> None:
         self.conflicts += 1
         sync.conflict(
@@ -154,6 +161,9 @@ class PageWriter:
     async def apply(self, mapped: Mapped) -> Outcome:
         raise NotImplementedError
 
+    async def finish(self) -> None:
+        """Write what `apply` staged for the end of the page."""
+
     def _require_call(self, operation: str) -> None:
         if not self.permit.may_call(operation):
             raise RecordRejected(
@@ -185,7 +195,13 @@ class ResidentWriter(PageWriter):
 
     async def prefetch(self, records: list[Mapped]) -> None:
         await super().prefetch(records)
+        self.staged: list[tuple[Mapped, residents.Built, Outcome]] = []
+        self.staged_numbers: set[str] = set()
+        self.grid_ids: dict[str, int] = {}
         access = self.permit.access
+        # Records whose link says nothing changed need nothing more (a re-sync reads one
+        # query per page).
+        records = [m for m in records if not self._settled(m)]
         ids = {link.record_id for link in self.links.values()}
         external_ids = [m.external_id for m in records if m.external_id]
         if external_ids:
@@ -235,6 +251,20 @@ class ResidentWriter(PageWriter):
             other_than=self.definition.system,
         )
 
+    def _staged_twin(self, mapped: Mapped) -> bool:
+        """Whether this record's external id is already staged on this page (pages that
+        overlap): the same digest is the same record, a different one waits for a replay."""
+        for staged, _, _ in self.staged:
+            if mapped.external_id is not None and staged.external_id == mapped.external_id:
+                if staged.digest() == mapped.digest():
+                    return True
+                raise RecordRejected(
+                    "this record appears twice on this page with different values; "
+                    "replay after this run",
+                    code="DUPLICATE_IN_BATCH",
+                )
+        return False
+
     def _match(self, mapped: Mapped) -> int | None:
         if mapped.external_id is not None:
             link = self.links.get(mapped.external_id)
@@ -269,6 +299,8 @@ class ResidentWriter(PageWriter):
 
     async def apply(self, mapped: Mapped) -> Outcome:
         self._require_fields(mapped)
+        if self._staged_twin(mapped):
+            return Outcome("unchanged")
         resident_id = self._match(mapped)
         link = self.links.get(mapped.external_id) if mapped.external_id else None
         if link is not None:
@@ -302,25 +334,38 @@ class ResidentWriter(PageWriter):
         if self.permit.narrowed("Resident"):
             # Decided before anything is written: the record's grid must be in the scope.
             await self._require_grid_in_scope(values.get("grid_code"))
-        # No savepoint: `create` checks every value before it adds anything, and the one
-        # failure it can meet after that, a duplicate ID number, cannot happen here: a record
-        # whose ID number is known (in the database or earlier on this page) was matched.
-        resident = await residents.create(self.session, changes=residents.ResidentChanges(**values))
-        if mapped.external_id is not None:
-            self.session.add(
-                ResidentExternalId(
-                    resident_id=resident.id,
-                    system=self.definition.system,
-                    external_id=mapped.external_id,
-                )
+        built = await residents.build(
+            self.session, changes=residents.ResidentChanges(**values), grid_ids=self.grid_ids
+        )
+        # New residents are added together when the page ends (`finish`). A second record for
+        # the same person on this page waits for the next run or a replay, which matches it.
+        if built.resident.id_number in self.staged_numbers:
+            raise RecordRejected(
+                "the same ID number appears earlier on this page; replay after this run",
+                code="DUPLICATE_IN_BATCH",
             )
-        self._link(mapped, resident.id)
-        self.residents[resident.id] = resident
-        if "idNumber" in mapped.values:
-            self.by_id_number[resident.id_number] = resident.id
-        if mapped.external_id is not None:
-            self.known_external[mapped.external_id] = resident.id
-        return Outcome("created", f"Resident:{resident.id}", self._objects(mapped.values))
+        self.staged_numbers.add(built.resident.id_number)
+        outcome = Outcome("created", None, self._objects(mapped.values))
+        self.staged.append((mapped, built, outcome))
+        return outcome
+
+    async def finish(self) -> None:
+        if not self.staged:
+            return
+        await residents.add_built(self.session, [built for _, built, _ in self.staged])
+        for mapped, built, outcome in self.staged:
+            resident = built.resident
+            if mapped.external_id is not None:
+                self.session.add(
+                    ResidentExternalId(
+                        resident_id=resident.id,
+                        system=self.definition.system,
+                        external_id=mapped.external_id,
+                    )
+                )
+            self._link(mapped, resident.id)
+            outcome.record = f"Resident:{resident.id}"
+        self.staged.clear()
 
     async def _require_grid_in_scope(self, grid_code: str | None) -> None:
         if grid_code is None:

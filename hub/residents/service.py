@@ -94,7 +94,12 @@ class ResidentChanges:
     health_notes: str | None = None
 
 
-async def _apply(session: AsyncSession, resident: Resident, changes: ResidentChanges) -> None:
+async def _apply(
+    session: AsyncSession,
+    resident: Resident,
+    changes: ResidentChanges,
+    grid_ids: dict[str, int] | None = None,
+) -> None:
     if changes.name is not None:
         resident.name = validation.text(changes.name, field="name", max_length=50)
     if changes.id_number is not None:
@@ -111,8 +116,13 @@ async def _apply(session: AsyncSession, resident: Resident, changes: ResidentCha
             changes.household_code, field="householdCode", max_length=32
         )
     if changes.grid_code is not None:
-        grid = await grids.resolve_code(session, code=changes.grid_code, field="gridCode")
-        resident.grid_id = grid.id
+        if grid_ids is not None and changes.grid_code in grid_ids:
+            resident.grid_id = grid_ids[changes.grid_code]
+        else:
+            grid = await grids.resolve_code(session, code=changes.grid_code, field="gridCode")
+            resident.grid_id = grid.id
+            if grid_ids is not None:
+                grid_ids[grid.code] = grid.id
     if changes.health_notes is not None:
         resident.health_notes = validation.optional_text(
             changes.health_notes, field="healthNotes", max_length=2000
@@ -159,6 +169,37 @@ async def create(session: AsyncSession, *, changes: ResidentChanges) -> Resident
     session.add_all(ResidentTag(resident_id=resident.id, tag=tag) for tag in tags)
     await session.flush()
     return resident
+
+
+@dataclass(slots=True)
+class Built:
+    """A resident checked and built but not yet added: imports add many with one flush."""
+
+    resident: Resident
+    tags: list[str]
+
+
+async def build(
+    session: AsyncSession, *, changes: ResidentChanges, grid_ids: dict[str, int]
+) -> Built:
+    """Check every value of a new resident and build it, adding nothing to the session.
+    `grid_ids` caches grid codes across calls (an import resolves each code once)."""
+    for required in ("name", "id_number", "address", "grid_code"):
+        if getattr(changes, required) is None:
+            raise BadUserInput(f"{required} is required", field=required)
+    tags = clean_tags(changes.tags or [])
+    resident = Resident()
+    await _apply(session, resident, changes, grid_ids)
+    return Built(resident=resident, tags=tags)
+
+
+async def add_built(session: AsyncSession, built: list[Built]) -> None:
+    """Add residents made by `build`, with their tags, in two flushes. Their ID numbers must be
+    new: a duplicate fails the whole flush with CONFLICT (the caller's unit of work rolls back)."""
+    session.add_all(b.resident for b in built)
+    await _flush_unique(session)
+    session.add_all(ResidentTag(resident_id=b.resident.id, tag=t) for b in built for t in b.tags)
+    await session.flush()
 
 
 async def _locked(session: AsyncSession, resident_id: int) -> Resident:
