@@ -18,6 +18,8 @@ from hub.api.registry import SchemaRegistry
 from hub.api.schema import build_schema
 from hub.authz.identity import AuthenticationFailed, signing_secret
 from hub.config import Settings
+from hub.connectors.definition import load_directory
+from hub.connectors.scheduler import Scheduler
 from hub.db import Database
 from hub.events.brokers import create_broker
 
@@ -39,13 +41,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
     registry = SchemaRegistry(schema, settings)
     graphql = GraphQLView(schema, db=db, settings=settings, broker=broker, registry=registry)
 
+    # Scheduled connector runs in this process (GRIDHUB_RUN_CONNECTORS=1); otherwise a separate
+    # `gridhub sync worker` runs them. A broken definition stops the start, with its line.
+    scheduler = (
+        Scheduler(db, registry, load_directory(settings.connectors_dir))
+        if settings.run_connectors
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await registry.start(db)
         await broker.start()
+        if scheduler is not None:
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
             await broker.stop()
             await registry.stop()
             await db.dispose()

@@ -117,8 +117,19 @@ def demo(
     default=None,
     help="memory, postgres or redis://...: how workers share event changes.",
 )
+@click.option(
+    "--run-connectors",
+    is_flag=True,
+    help="Run the connectors' schedules (connectors/*.toml) in the server too; without it, "
+    "run `gridhub sync worker` beside it.",
+)
 def serve(
-    database_url: str | None, host: str, port: int, workers: int, broker_url: str | None
+    database_url: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    broker_url: str | None,
+    run_connectors: bool,
 ) -> None:
     """Serve the GraphQL API (and GraphiQL) with uvicorn."""
     import os
@@ -137,6 +148,8 @@ def serve(
     os.environ["GRIDHUB_DATABASE_URL"] = settings.database_url
     if settings.broker_url:
         os.environ["GRIDHUB_BROKER_URL"] = settings.broker_url
+    if run_connectors:
+        os.environ["GRIDHUB_RUN_CONNECTORS"] = "1"
     click.echo(f"GridHub on http://{host}:{port}/graphql ({safe_url(settings.database_url)})")
     uvicorn.run(
         "hub.app:create_app",
