@@ -115,13 +115,14 @@ def map_record(definition: Definition, payload: dict[str, Any]) -> Mapped:
     keys.update(_map_fields(definition.key_maps, payload))
     external_id = None
     if definition.external_id is not None:
-        external_id = _text(payload.get(definition.external_id))
-        if external_id is None or not external_id.strip():
+        external_id = (_text(payload.get(definition.external_id)) or "").strip() or None
+        if external_id is None and not definition.natural_key:
             raise MappingError(
                 f"missing external id field {definition.external_id}", code="MISSING_FIELD"
             )
-        external_id = external_id.strip()
-        if len(external_id) > 128:
+        # Without its external id a record can still be matched by its natural key (a file
+        # exported by GridHub itself, say); it is then compared value by value, not linked.
+        if external_id is not None and len(external_id) > 128:
             raise MappingError("external id longer than 128 characters", code="INVALID_VALUE")
     for key in definition.natural_key:
         if not keys.get(key) and external_id is None:
