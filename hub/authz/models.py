@@ -75,7 +75,7 @@ class AuditRecord(Base):
 
     seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # read | mutation | policy | auth_failure | emergency
+    # read | mutation | policy | auth_failure | emergency | sync | delivery
     kind: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(128))
     role: Mapped[str] = mapped_column(String(64))

@@ -15,6 +15,7 @@ from hub import validation
 from hub.db import utcnow
 from hub.departments import service as departments
 from hub.errors import BadUserInput, Conflict, NotFound
+from hub.events import outbox
 from hub.events.changes import EventChange
 from hub.events.geo import gcj02_to_wgs84
 from hub.events.models import Event, EventTransition
@@ -201,6 +202,7 @@ async def report(session: AsyncSession, *, report: EventReport, actor: str) -> E
         )
     )
     await session.flush()
+    await outbox.record_change(session, event=event, action=Action.REPORT.value)
     return event
 
 
@@ -292,6 +294,7 @@ async def transition_with_change(
         await session.flush()
     except StaleDataError:
         raise Conflict("the event changed meanwhile; reload it and try again") from None
+    await outbox.record_change(session, event=event, action=action.value)
     change = EventChange.of(event, action.value, previous_department_id=previous_department_id)
     return event, change
 
@@ -299,7 +302,12 @@ async def transition_with_change(
 async def add_note(
     session: AsyncSession, *, event_id: int, actor: str, note: str
 ) -> EventTransition:
-    event = await get(session, event_id=event_id)
+    # Locked (PostgreSQL; SQLite has one writer anyway) so that a note and a concurrent
+    # transition of the event reach the outbox in the order they commit, and the note's
+    # snapshot is the event as it is when the note commits.
+    event = await session.get(Event, event_id, with_for_update=True, populate_existing=True)
+    if event is None:
+        raise NotFound("event not found")
     line = EventTransition(
         event_id=event.id,
         action=Action.NOTE.value,
@@ -311,4 +319,5 @@ async def add_note(
     )
     session.add(line)
     await session.flush()
+    await outbox.record_change(session, event=event, action=Action.NOTE.value)
     return line

@@ -148,6 +148,13 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("subscription", "change_seq"),
         Index("ix_webhook_deliveries_subscription_status_id", "subscription", "status", "id"),
+        # "Is an earlier change of this event still undelivered?", asked for every send.
+        Index(
+            "ix_webhook_deliveries_subscription_event_id_change_seq",
+            "subscription",
+            "event_id",
+            "change_seq",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

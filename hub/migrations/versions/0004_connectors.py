@@ -125,6 +125,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_webhook_deliveries_subscription_status_id', ['subscription', 'status', 'id'], unique=False)
+        batch_op.create_index('ix_webhook_deliveries_subscription_event_id_change_seq', ['subscription', 'event_id', 'change_seq'], unique=False)
 
     op.create_table('event_changes',
     sa.Column('seq', sa.Integer(), nullable=False),
@@ -149,6 +150,7 @@ def downgrade() -> None:
 
     op.drop_table('event_changes')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_deliveries_subscription_event_id_change_seq')
         batch_op.drop_index('ix_webhook_deliveries_subscription_status_id')
 
     op.drop_table('webhook_deliveries')
