@@ -481,7 +481,7 @@ def test_masked_fields_can_be_neither_filtered_nor_sorted(role: str) -> None:
         ("dispatcher", "ResidentSortField.NAME"),
         ("dispatcher", "ResidentFilter.bornAfter"),
         ("public", "EventFilter.departmentCode"),
-        ("public", "EventSortField.UPDATED_AT"),
+        ("public", "EventFilter.overdue"),  # the public does not read deadlines
         ("environment", "Stats.residentTagCounts"),
         ("public_security", "Stats.residentTagCounts"),
         ("connector:health", "ResidentFilter.inGrid"),
