@@ -101,3 +101,43 @@ def test_unknown_connector_is_named(name: str, tmp_path: Path) -> None:
         sync_group, ["run", name], env={"GRIDHUB_CONNECTORS_DIR": str(tmp_path)}
     )
     assert result.exit_code != 0 and f"no connector {name!r}" in result.output
+
+
+async def test_redeliver_puts_dead_deliveries_back(
+    tmp_path: Path, settings: Settings, db: Database, world: World
+) -> None:
+    from sqlalchemy import select
+
+    from hub.sync.models import WebhookDelivery
+
+    folder = tmp_path / "connectors"
+    folder.mkdir()
+    (folder / "dispatch.toml").write_text(
+        'name = "dispatch"\nkind = "webhook"\ndirection = "push"\nentity = "event"\n'
+        'subject = "connector:public_security"\ndepartment = "public_security"\n\n'
+        '[source]\nurl = "http://127.0.0.1:9/hook"\nsecret_env = "DISPATCH_SECRET"\n',
+        encoding="utf-8",
+    )
+    async with db.transaction() as session:
+        for n, status in enumerate(["dead", "dead", "delivered"], start=1):
+            session.add(
+                WebhookDelivery(
+                    delivery_id=f"d{n}",
+                    subscription="dispatch",
+                    change_seq=n,
+                    event_id=n,
+                    status=status,
+                    attempts=12,
+                )
+            )
+    result = await gridhub_sync(
+        "redeliver", "dispatch", "--delivery", "d2", env=_env(settings, folder)
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 dead delivery back in line for dispatch" in result.output
+    async with db.reader() as session:
+        rows = {
+            d.delivery_id: (d.status, d.attempts)
+            for d in await session.scalars(select(WebhookDelivery))
+        }
+    assert rows == {"d1": ("dead", 12), "d2": ("pending", 0), "d3": ("delivered", 12)}

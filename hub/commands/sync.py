@@ -242,3 +242,24 @@ def worker_command(database_url: str | None) -> None:
         _run(settings, work)
     except KeyboardInterrupt:
         click.echo("sync worker stopped")
+
+
+@sync_group.command("redeliver")
+@click.argument("name")
+@DB_OPTION
+@click.option("--delivery", "delivery_id", default=None, help="Only this delivery id.")
+def redeliver_command(name: str, database_url: str | None, delivery_id: str | None) -> None:
+    """Put webhook NAME's dead deliveries (given up after their retries) back in line; the next
+    run sends them, in order per event."""
+    from hub.connectors import webhooks
+
+    settings = settings_for(database_url)
+    definition = _definition(settings, name)
+    if definition.kind != "webhook":
+        raise click.ClickException(f"{name} is a {definition.kind} connector, not a webhook")
+
+    async def work(database: Database) -> int:
+        return await webhooks.redeliver(database, subscription_name=name, delivery_id=delivery_id)
+
+    count = _run(settings, work)
+    click.echo(f"{count} dead deliver{'y' if count == 1 else 'ies'} back in line for {name}")
