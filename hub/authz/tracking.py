@@ -38,7 +38,19 @@ def _record_of(obj: Any) -> str | None:
     return f"{type(obj).__name__}:{identity}" if identity is not None else None
 
 
+_OFF = "gridhub.untracked"
+
+
+def untrack(session: Any) -> None:
+    """Stop noting what this session writes: for a unit of work that writes its own audit record
+    from what it knows (a connector's page names its records itself), where noting every
+    attribute of a thousand new rows at each flush would cost more than the writes."""
+    getattr(session, "sync_session", session).info[_OFF] = True
+
+
 def _note(session: Session, _context: Any) -> None:
+    if session.info.get(_OFF):
+        return
     touched: Touched = session.info.setdefault(_KEY, Touched())
     for obj in (*session.new, *session.dirty, *session.deleted):
         kind = type(obj).__name__

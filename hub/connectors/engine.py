@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from hub.authz import audit
+from hub.authz import audit, tracking
 from hub.authz.viewer import Viewer
 from hub.authz.writes import LivePolicy, NotASubject, WritePermit, connector_viewer
 from hub.connectors import export, kinds
@@ -311,6 +311,7 @@ class Run:
         written: list[Outcome] = []
         try:
             async with self.database.transaction() as session:
+                tracking.untrack(session)
                 writer = WRITERS[self.definition.entity](
                     session=session, definition=self.definition, permit=permit, run_id=self.run_id
                 )

@@ -197,6 +197,7 @@ class ResidentWriter(PageWriter):
         await super().prefetch(records)
         self.staged: list[tuple[Mapped, residents.Built, Outcome]] = []
         self.staged_numbers: set[str] = set()
+        self.staged_ids: dict[str, Mapped] = {}
         self.grid_ids: dict[str, int] = {}
         access = self.permit.access
         # Records whose link says nothing changed need nothing more (a re-sync reads one
@@ -254,15 +255,15 @@ class ResidentWriter(PageWriter):
     def _staged_twin(self, mapped: Mapped) -> bool:
         """Whether this record's external id is already staged on this page (pages that
         overlap): the same digest is the same record, a different one waits for a replay."""
-        for staged, _, _ in self.staged:
-            if mapped.external_id is not None and staged.external_id == mapped.external_id:
-                if staged.digest() == mapped.digest():
-                    return True
-                raise RecordRejected(
-                    "this record appears twice on this page with different values; "
-                    "replay after this run",
-                    code="DUPLICATE_IN_BATCH",
-                )
+        staged = self.staged_ids.get(mapped.external_id) if mapped.external_id else None
+        if staged is not None:
+            if staged.digest() == mapped.digest():
+                return True
+            raise RecordRejected(
+                "this record appears twice on this page with different values; "
+                "replay after this run",
+                code="DUPLICATE_IN_BATCH",
+            )
         return False
 
     def _match(self, mapped: Mapped) -> int | None:
@@ -345,6 +346,8 @@ class ResidentWriter(PageWriter):
                 code="DUPLICATE_IN_BATCH",
             )
         self.staged_numbers.add(built.resident.id_number)
+        if mapped.external_id is not None:
+            self.staged_ids[mapped.external_id] = mapped
         outcome = Outcome("created", None, self._objects(mapped.values))
         self.staged.append((mapped, built, outcome))
         return outcome
