@@ -319,3 +319,18 @@ async def test_export_writes_what_the_connector_may_read(
     refused = await run_connector(db, load_file(spec), policy)
     assert refused.status == "refused" and "Resident.idNumber" in (refused.error or "")
     assert not (tmp_path / "leak.csv").exists()
+
+
+async def test_xlsx_dump_imports(tmp_path: Path, db: Database, policy: Any) -> None:
+    from hub.connectors.files import write_xlsx
+    from tests.connector_helpers import HOUSEHOLD_HEADER
+
+    data = tmp_path / "dump.xlsx"
+    write_xlsx(data, HOUSEHOLD_HEADER, [household_row(n) for n in range(6)])
+    run = await run_connector(db, household_definition(tmp_path, data), policy)
+    assert (run.status, run.created) == ("ok", 6), run.error
+    async with db.reader() as session:
+        numbers = set(
+            await session.scalars(select(Resident.id_number).where(Resident.name.like("住户%")))
+        )
+    assert numbers == {id_number(n) for n in range(6)}
