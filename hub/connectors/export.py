@@ -23,6 +23,7 @@ from hub.authz.profile import Level
 from hub.authz.writes import WritePermit
 from hub.connectors import files
 from hub.connectors.definition import Definition
+from hub.connectors.sinks import RESIDENT_ATTRIBUTES
 from hub.db import Database
 from hub.grids.models import Grid
 from hub.models import Resident, ResidentTag
@@ -37,14 +38,6 @@ READ_OBJECTS = {
     "gridCode": "Resident.grid",
     "tags": "Resident.tags",
     "healthNotes": "Resident.healthNotes",
-}
-ATTRIBUTES = {
-    "name": "name",
-    "idNumber": "id_number",
-    "phone": "phone",
-    "address": "address",
-    "householdCode": "household_code",
-    "healthNotes": "health_notes",
 }
 _END = object()
 
@@ -108,7 +101,7 @@ async def _batches(database: Database, definition: Definition, permit: WritePerm
                 elif target == "gridCode":
                     value = codes.get(resident.grid_id)
                 else:
-                    value = getattr(resident, ATTRIBUTES[target])
+                    value = getattr(resident, RESIDENT_ATTRIBUTES[target])
                 row.append(_cell(permit, target, value))
             rows.append(row)
         yield ids, rows

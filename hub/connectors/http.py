@@ -28,7 +28,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -63,6 +63,22 @@ class FetchOptions:
 
 
 _INTEGER_OPTIONS = ("retries", "breaker_threshold")
+
+
+def check_source_options(
+    options: Mapping[str, Any], *, own: frozenset[str], text: Iterable[str]
+) -> list[tuple[str, str]]:
+    """The checks every HTTP kind shares: the fetcher's options, no unknown option (a typo
+    such as `retires` must not silently fall back to a default), and text where text is due."""
+    problems = check_fetch_options(options)
+    known = own | {f.name for f in fields(FetchOptions)}
+    problems.extend((key, "unknown option") for key in options if key not in known)
+    problems.extend(
+        (key, "must be a string")
+        for key in text
+        if key in options and not isinstance(options[key], str)
+    )
+    return problems
 
 
 def check_fetch_options(options: Mapping[str, Any]) -> list[tuple[str, str]]:

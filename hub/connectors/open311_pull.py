@@ -25,34 +25,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hub.connectors.http import Fetcher, check_fetch_options
+from hub.connectors.http import Fetcher, check_source_options
 from hub.connectors.records import SourceContext
 from hub.connectors.rest import Listing, RestSource
 
 _TEXT_OPTIONS = ("base_url", "jurisdiction_id", "updated_param", "start_date")
 _OPTIONS = frozenset({*_TEXT_OPTIONS, "page_size", "seed"})
-_FETCH_OPTIONS = frozenset(
-    {
-        "retries",
-        "backoff_base",
-        "backoff_cap",
-        "timeout_seconds",
-        "max_retry_after",
-        "breaker_threshold",
-        "breaker_cooldown",
-    }
-)
 
 
 def check_options(options: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(option, reason) for each unusable option of an Open311 source."""
-    problems = check_fetch_options(options)
-    for key in options:
-        if key not in _OPTIONS and key not in _FETCH_OPTIONS:
-            problems.append((key, "unknown option"))
-    for key in _TEXT_OPTIONS:
-        if key in options and not isinstance(options[key], str):
-            problems.append((key, "must be a string"))
+    problems = check_source_options(options, own=_OPTIONS, text=_TEXT_OPTIONS)
     base_url = options.get("base_url")
     if base_url is None:
         problems.append(("base_url", "is required"))

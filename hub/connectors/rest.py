@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 import orjson
 
-from hub.connectors.http import Fetcher, check_fetch_options, dig, is_later, safe_url
+from hub.connectors.http import Fetcher, check_source_options, dig, is_later, safe_url
 from hub.connectors.records import Malformed, Page, Record, SourceContext, SourceError
 
 PAGINATIONS = ("page", "offset", "cursor", "link", "none")
@@ -60,17 +60,6 @@ _TEXT_OPTIONS = (
     "since_field",
 )
 _OPTIONS = frozenset({*_TEXT_OPTIONS, "first_page", "page_size", "etag", "seed"})
-_FETCH_OPTIONS = frozenset(
-    {
-        "retries",
-        "backoff_base",
-        "backoff_cap",
-        "timeout_seconds",
-        "max_retry_after",
-        "breaker_threshold",
-        "breaker_cooldown",
-    }
-)
 _LINK = re.compile(r"<([^>]*)>([^<]*)")
 
 
@@ -104,13 +93,7 @@ class Listing:
 
 def check_options(options: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(option, reason) for each unusable option of a REST source."""
-    problems = check_fetch_options(options)
-    for key in options:
-        if key not in _OPTIONS and key not in _FETCH_OPTIONS:
-            problems.append((key, "unknown option"))
-    for key in _TEXT_OPTIONS:
-        if key in options and not isinstance(options[key], str):
-            problems.append((key, "must be a string"))
+    problems = check_source_options(options, own=_OPTIONS, text=_TEXT_OPTIONS)
     url = options.get("url")
     if url is None:
         problems.append(("url", "is required"))

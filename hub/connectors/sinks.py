@@ -126,6 +126,23 @@ class PageWriter:
             return False
         return link.digest == mapped.digest() or is_stale(mapped.version, link.source_version)
 
+    def _settled_outcome(self, mapped: Mapped, link: SyncLink, type_name: str) -> Outcome | None:
+        """What a linked record comes to without writing: stale (older than the version already
+        applied: a recorded conflict), unchanged (the same digest), or None: there is work."""
+        record = f"{type_name}:{link.record_id}"
+        if is_stale(mapped.version, link.source_version):
+            self._conflict(
+                mapped,
+                link.record_id,
+                kind="stale",
+                kept="ours",
+                detail={"incoming": mapped.version, "applied": link.source_version},
+            )
+            return Outcome("conflict", record)
+        if link.digest == mapped.digest():
+            return Outcome("unchanged", record)
+        return None
+
     def _conflict(self, mapped: Mapped, record_id: int | None, **kwargs: Any) -> None:
         self.conflicts += 1
         sync.conflict(
@@ -304,18 +321,8 @@ class ResidentWriter(PageWriter):
             return Outcome("unchanged")
         resident_id = self._match(mapped)
         link = self.links.get(mapped.external_id) if mapped.external_id else None
-        if link is not None:
-            if is_stale(mapped.version, link.source_version):
-                self._conflict(
-                    mapped,
-                    link.record_id,
-                    kind="stale",
-                    kept="ours",
-                    detail={"incoming": mapped.version, "applied": link.source_version},
-                )
-                return Outcome("conflict", f"Resident:{link.record_id}")
-            if link.digest == mapped.digest():
-                return Outcome("unchanged", f"Resident:{link.record_id}")
+        if link is not None and (settled := self._settled_outcome(mapped, link, "Resident")):
+            return settled
         try:
             if resident_id is None:
                 return await self._create(mapped)
@@ -455,17 +462,8 @@ class EventWriter(PageWriter):
         try:
             if link is None:
                 return await self._create(mapped)
-            if is_stale(mapped.version, link.source_version):
-                self._conflict(
-                    mapped,
-                    link.record_id,
-                    kind="stale",
-                    kept="ours",
-                    detail={"incoming": mapped.version, "applied": link.source_version},
-                )
-                return Outcome("conflict", f"Event:{link.record_id}")
-            if link.digest == mapped.digest():
-                return Outcome("unchanged", f"Event:{link.record_id}")
+            if settled := self._settled_outcome(mapped, link, "Event"):
+                return settled
             return await self._note(mapped, link)
         except GridHubError as error:
             raise RecordRejected(str(error), code=error.code) from None
