@@ -101,11 +101,12 @@ def _progress_bar(console: Console, name: str) -> tuple[Bar, Callable[[engine.Pr
 def list_command() -> None:
     """The connector definitions and what each does."""
     settings = settings_for(None)
-    table = Table("name", "title", "kind", "direction", "entity", "subject", "schedule")
     for d in _definitions(settings).values():
         schedule = f"every {d.schedule_seconds} s" if d.schedule_seconds else "manual"
-        table.add_row(d.name, d.title, d.kind, d.direction, d.entity, d.subject, schedule)
-    Console().print(table)
+        click.echo(
+            f"{d.name:<20} {d.kind:<8} {d.direction:<5} {d.entity:<9} {d.subject:<26} {schedule}"
+        )
+        click.echo(f"{'':<20} {d.title}")
 
 
 @sync_group.command("run")
