@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -10,7 +11,6 @@ import click
 from rich.console import Console
 from rich.progress import Progress as Bar
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from sqlalchemy import func, select
 
 from hub.commands.options import DB_OPTION, settings_for
@@ -193,35 +193,21 @@ def status_command(name: str | None, database_url: str | None, runs: int) -> Non
                 rows.append((connector, state, recent, int(open_items or 0)))
         return rows
 
-    console = Console()
     for connector, state, recent, open_items in _run(settings, work):
         breaker = "closed"
         if state is not None and state.open_until is not None:
             breaker = f"open until {state.open_until.isoformat(timespec='seconds')}"
-        cursor = state.cursor if state is not None else None
-        console.print(
-            f"[bold]{connector}[/bold]  cursor {cursor}  breaker {breaker}  "
-            f"quarantine {open_items} open"
-        )
-        table = Table("run", "trigger", "status", *engine.COUNTERS, "faults", "started", "took")
+        click.echo(f"{connector}: breaker {breaker}, quarantine {open_items} open")
+        if state is not None and state.cursor is not None:
+            click.echo(f"  cursor {json.dumps(state.cursor, ensure_ascii=False)}")
         for run in recent:
             took = ""
             if run.finished_at is not None:
-                took = f"{(run.finished_at - run.started_at).total_seconds():.1f} s"
-            faults = " ".join(f"{k}:{v}" for k, v in sorted((run.faults or {}).items()))
-            table.add_row(
-                str(run.id),
-                run.trigger + (" dry" if run.dry_run else ""),
-                run.status,
-                *(str(getattr(run, c)) for c in engine.COUNTERS),
-                faults,
-                run.started_at.isoformat(timespec="seconds"),
-                took,
-            )
-        console.print(table)
-        for run in recent[:1]:
-            if run.error:
-                console.print(f"  last error: {run.error}")
+                took = f" {(run.finished_at - run.started_at).total_seconds():.1f} s"
+            trigger = run.trigger + (", dry run" if run.dry_run else "")
+            started = run.started_at.isoformat(sep=" ", timespec="seconds")
+            click.echo(f"  run {run.id} {run.status} ({trigger}) {started}{took}")
+            click.echo("    " + _summary(run).split(": ", 1)[1].replace("\n  ", "\n    "))
 
 
 @sync_group.command("worker")
