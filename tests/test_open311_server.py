@@ -531,7 +531,7 @@ async def test_a_key_that_may_report_creates_an_audited_event(
     body = await client.post("/graphql", json={"query": query, "variables": {"code": code}})
     event = body.json()["data"]["event"]
     assert event["category"] == "SANITATION" and event["status"] == "REPORTED"
-    assert event["title"] == "小区门口垃圾三天没人清运"
+    assert event["title"] == "环境卫生"  # the service, never the caller's words
     assert event["description"] == form["description"]
     assert event["grid"] == {"code": "G3"}
     assert event["reporter"] == {"name": "12345-hotline"}

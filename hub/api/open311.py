@@ -634,10 +634,11 @@ def _report(access: Access, viewer: Viewer, given: dict[str, str]) -> events.Eve
     refused = [name for name in used if f"ReportEventInput.{name}" not in access.profile.inputs]
     if refused:
         raise Open311Error(403, f"this api_key may not set {', '.join(refused)}")
-    first_line = description.splitlines()[0].strip() if description else ""
     return events.EventReport(
         category=code,
-        title=first_line[:100] or service.name,
+        # The service's name, never the caller's words: roles that read titles but not
+        # descriptions (a department's webhook) must not learn what a caller said of themselves.
+        title=service.name,
         grid_code=grid_code,
         description=description,
         location=location,

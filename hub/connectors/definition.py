@@ -283,6 +283,9 @@ class _Checker:
         self.mapped = mapping
         self.key_maps: tuple[FieldMap, ...] = ()
         external_id, natural_key, version_field = self.matching(match, entity, kind, direction)
+        system = self.text("system", required=False) or name
+        if len(system) > 32:
+            self.fail("`system` must be at most 32 characters", key="system")
         return Definition(
             name=name,
             path=self.path,
@@ -292,7 +295,7 @@ class _Checker:
             entity=entity,
             subject=subject,
             department=self.text("department", required=False),
-            system=self.text("system", required=False) or name,
+            system=system,
             schedule_seconds=self.schedule(),
             source=source,
             auth=self.auth(),

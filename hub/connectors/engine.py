@@ -11,7 +11,7 @@ Only one run of a connector at a time (hub.sync.locks), across processes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -176,35 +176,52 @@ class Run:
 
     async def execute(self) -> SyncRun:
         async with connector_lock(self.database, self.definition.name):
-            open_until, cursor = await self._begin()
-            if open_until is not None:
-                return await self._finish(
-                    "failed",
-                    f"circuit open until {open_until.isoformat(timespec='seconds')}: not tried",
-                    tried=False,
-                )
-            await self.policy.sync(self.database)
-            try:
-                permit = await self._permit()
-            except NotASubject as refusal:
-                return await self._refuse(str(refusal))
-            if self.definition.direction == "push":
-                return await self._push(permit)
-            try:
-                context = SourceContext(
-                    connector=self.definition.name,
-                    options=self.definition.resolved_source(),
-                    headers=self.definition.auth.headers() if self.definition.auth else {},
-                    faults=self.faults,
-                    page_size=self.definition.page_size,
-                )
-                source = kinds.open_source(self.definition.kind, context)
-                async for page in source.pages(None if self.full else cursor):
-                    await self._apply_page(permit, page)
-            except (SourceError, DefinitionError) as failure:
-                return await self._finish("failed", str(failure))
-            quarantined = self.progress.counts["quarantined"]
-            return await self._finish("partial" if quarantined else "ok")
+            return await self._guarded(self._execute())
+
+    async def _guarded(self, work: Awaitable[SyncRun]) -> SyncRun:
+        """Run `work`; an error nobody expected still ends the run as failed (it counts
+        towards the breaker, and the run is not left `running`), with the details in the log
+        rather than in the run row, where they could quote a record."""
+        try:
+            return await work
+        except Exception as error:
+            if not self.run_id:
+                raise
+            log.exception("sync %s run %s crashed", self.definition.name, self.run_id)
+            return await self._finish(
+                "failed", f"unexpected {type(error).__name__}; the server log has the details"
+            )
+
+    async def _execute(self) -> SyncRun:
+        open_until, cursor = await self._begin()
+        if open_until is not None:
+            return await self._finish(
+                "failed",
+                f"circuit open until {open_until.isoformat(timespec='seconds')}: not tried",
+                tried=False,
+            )
+        await self.policy.sync(self.database)
+        try:
+            permit = await self._permit()
+        except NotASubject as refusal:
+            return await self._refuse(str(refusal))
+        if self.definition.direction == "push":
+            return await self._push(permit)
+        try:
+            context = SourceContext(
+                connector=self.definition.name,
+                options=self.definition.resolved_source(),
+                headers=self.definition.auth.headers() if self.definition.auth else {},
+                faults=self.faults,
+                page_size=self.definition.page_size,
+            )
+            source = kinds.open_source(self.definition.kind, context)
+            async for page in source.pages(None if self.full else cursor):
+                await self._apply_page(permit, page)
+        except (SourceError, DefinitionError) as failure:
+            return await self._finish("failed", str(failure))
+        quarantined = self.progress.counts["quarantined"]
+        return await self._finish("partial" if quarantined else "ok")
 
     async def _push(self, permit: WritePermit) -> SyncRun:
         """Send GridHub's data out: a file export, or webhook deliveries."""
@@ -250,27 +267,30 @@ class Run:
     async def replay(self, *, ids: Iterable[int] | None = None) -> SyncRun:
         """Map and apply the connector's open quarantined records again (after a fix)."""
         async with connector_lock(self.database, self.definition.name):
-            await self._begin()
-            await self.policy.sync(self.database)
-            try:
-                permit = await self._permit()
-            except NotASubject as refusal:
-                return await self._refuse(str(refusal))
-            wanted = sorted(set(ids)) if ids is not None else None
-            after = 0
-            while True:
-                async with self.database.reader() as session:
-                    statement = sync.quarantine_statement(connector=self.definition.name)
-                    statement = statement.where(SyncQuarantine.id > after)
-                    if wanted is not None:
-                        statement = statement.where(SyncQuarantine.id.in_(wanted))
-                    items = list(await session.scalars(statement.limit(self.definition.page_size)))
-                if not items:
-                    break
-                after = items[-1].id
-                await self._apply(permit, [Incoming(i.payload, i.position, i) for i in items])
-            quarantined = self.progress.counts["quarantined"]
-            return await self._finish("partial" if quarantined else "ok")
+            return await self._guarded(self._replay(ids))
+
+    async def _replay(self, ids: Iterable[int] | None) -> SyncRun:
+        await self._begin()
+        await self.policy.sync(self.database)
+        try:
+            permit = await self._permit()
+        except NotASubject as refusal:
+            return await self._refuse(str(refusal))
+        wanted = sorted(set(ids)) if ids is not None else None
+        after = 0
+        while True:
+            async with self.database.reader() as session:
+                statement = sync.quarantine_statement(connector=self.definition.name)
+                statement = statement.where(SyncQuarantine.id > after)
+                if wanted is not None:
+                    statement = statement.where(SyncQuarantine.id.in_(wanted))
+                items = list(await session.scalars(statement.limit(self.definition.page_size)))
+            if not items:
+                break
+            after = items[-1].id
+            await self._apply(permit, [Incoming(i.payload, i.position, i) for i in items])
+        quarantined = self.progress.counts["quarantined"]
+        return await self._finish("partial" if quarantined else "ok")
 
     # --- pages ---------------------------------------------------------------------------------
 
@@ -316,11 +336,16 @@ class Run:
                     session=session, definition=self.definition, permit=permit, run_id=self.run_id
                 )
                 await writer.prefetch([m for _, m in mapped])
+                applied: list[tuple[Incoming, Mapped, Outcome]] = []
                 for item, record in mapped:
                     try:
-                        outcome = await writer.apply(record)
+                        applied.append((item, record, await writer.apply(record)))
                     except RecordRejected as error:
                         rejected.append(Rejection(item, error.code, str(error), record.external_id))
+                await writer.finish()
+                for item, record, outcome in applied:
+                    if (late := outcome.rejected) is not None:
+                        rejected.append(Rejection(item, late.code, str(late), record.external_id))
                         continue
                     if outcome.kind != "conflict":
                         counts[outcome.kind] += 1
@@ -331,7 +356,6 @@ class Run:
                         item.item.status = "replayed"
                         item.item.resolved_at = utcnow()
                         item.item.resolved_run_id = self.run_id
-                await writer.finish()
                 records = [o.record for o in written if o.record]
                 fields = {name for o in written for name in o.fields}
                 counts["conflicts"] = writer.conflicts

@@ -17,6 +17,11 @@ import orjson
 from hub.connectors.definition import LIST_FIELDS, Definition, FieldMap
 
 
+# The widths of the columns that keep them (resident_external_ids, sync_links).
+MAX_EXTERNAL_ID = 64
+MAX_VERSION = 64
+
+
 class MappingError(ValueError):
     """A record the mapping cannot take, with a stable code for the quarantine."""
 
@@ -122,12 +127,19 @@ def map_record(definition: Definition, payload: dict[str, Any]) -> Mapped:
             )
         # Without its external id a record can still be matched by its natural key (a file
         # exported by GridHub itself, say); it is then compared value by value, not linked.
-        if external_id is not None and len(external_id) > 128:
-            raise MappingError("external id longer than 128 characters", code="INVALID_VALUE")
+        if external_id is not None and len(external_id) > MAX_EXTERNAL_ID:
+            raise MappingError(
+                f"external id longer than {MAX_EXTERNAL_ID} characters", code="INVALID_VALUE"
+            )
     for key in definition.natural_key:
         if not keys.get(key) and external_id is None:
             raise MappingError(f"missing natural key {key}", code="MISSING_FIELD")
     version = None
     if definition.version_field is not None:
-        version = _text(payload.get(definition.version_field))
+        version = (_text(payload.get(definition.version_field)) or "").strip() or None
+        if version is not None and len(version) > MAX_VERSION:
+            raise MappingError(
+                f"{definition.version_field} longer than {MAX_VERSION} characters",
+                code="INVALID_VALUE",
+            )
     return Mapped(external_id=external_id, version=version, values=values, keys=keys)

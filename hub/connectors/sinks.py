@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub import validation
@@ -28,6 +29,7 @@ from hub.grids.models import Grid
 from hub.models import Event, Resident, ResidentExternalId, ResidentTag
 from hub.residents import idcard
 from hub.residents import service as residents
+from hub.residents.service import Built
 from hub.sync import service as sync
 from hub.sync.models import SyncLink
 
@@ -52,6 +54,22 @@ CHANGE_NAMES = {
 }
 
 
+def _rejection(error: Exception) -> RecordRejected:
+    if isinstance(error, GridHubError):
+        return RecordRejected(str(error), code=error.code)
+    # The database's own words may quote the values (personal data): name the kind only.
+    return RecordRejected(
+        f"the database refused this record ({type(error).__name__})", code="REFUSED"
+    )
+
+
+def _fresh(built: Built) -> Built:
+    """The same resident in a new object: the old one may carry the id of a rolled-back flush."""
+    old = built.resident
+    columns = {c.key: getattr(old, c.key) for c in Resident.__table__.columns if c.key != "id"}
+    return Built(resident=Resident(**columns), tags=built.tags)
+
+
 class RecordRejected(Exception):
     """A record this run cannot take: quarantined with `code` and the message."""
 
@@ -65,6 +83,8 @@ class Outcome:
     kind: str  # created | updated | unchanged | conflict
     record: str | None = None  # "Resident:42"
     fields: tuple[str, ...] = ()  # policy objects written: "Resident.healthNotes"
+    # Set by `finish` when a record staged for the end of the page could not be written after all.
+    rejected: RecordRejected | None = None
 
 
 def order_key(value: str) -> tuple[int, Any]:
@@ -155,20 +175,29 @@ class PageWriter:
             **kwargs,
         )
 
+    def _new_link(self, mapped: Mapped, record_id: int) -> SyncLink:
+        """A link for a record that has none, added to the session (not yet to `links`)."""
+        assert mapped.external_id is not None
+        link = SyncLink(
+            system=self.definition.system,
+            entity=self.definition.entity,
+            external_id=mapped.external_id,
+            record_id=record_id,
+        )
+        self.session.add(link)
+        self._fill_link(link, mapped, record_id)
+        return link
+
     def _link(self, mapped: Mapped, record_id: int) -> None:
         if mapped.external_id is None:
             return
         link = self.links.get(mapped.external_id)
         if link is None:
-            link = SyncLink(
-                system=self.definition.system,
-                entity=self.definition.entity,
-                external_id=mapped.external_id,
-                record_id=record_id,
-                digest="",
-            )
-            self.session.add(link)
-            self.links[mapped.external_id] = link
+            self.links[mapped.external_id] = self._new_link(mapped, record_id)
+            return
+        self._fill_link(link, mapped, record_id)
+
+    def _fill_link(self, link: SyncLink, mapped: Mapped, record_id: int) -> None:
         link.record_id = record_id
         link.fields = sorted(mapped.values)
         link.digest = mapped.digest()
@@ -212,7 +241,7 @@ class ResidentWriter(PageWriter):
 
     async def prefetch(self, records: list[Mapped]) -> None:
         await super().prefetch(records)
-        self.staged: list[tuple[Mapped, residents.Built, Outcome]] = []
+        self.staged: list[tuple[Mapped, Built, Outcome]] = []
         self.staged_numbers: set[str] = set()
         self.staged_ids: dict[str, Mapped] = {}
         self.grid_ids: dict[str, int] = {}
@@ -362,8 +391,29 @@ class ResidentWriter(PageWriter):
     async def finish(self) -> None:
         if not self.staged:
             return
-        await residents.add_built(self.session, [built for _, built, _ in self.staged])
-        for mapped, built, outcome in self.staged:
+        try:
+            async with self.session.begin_nested():
+                links = await self._add(self.staged)
+        except (DBAPIError, GridHubError):
+            # One of them cannot be written after all (its ID number was taken meanwhile, by
+            # a correction on this page or through the API): add them one by one, in fresh
+            # objects, so that only that one is quarantined.
+            links = []
+            for mapped, built, outcome in self.staged:
+                try:
+                    async with self.session.begin_nested():
+                        links += await self._add([(mapped, _fresh(built), outcome)])
+                except (DBAPIError, GridHubError) as error:
+                    outcome.record = None
+                    outcome.rejected = _rejection(error)
+        for link in links:
+            self.links[link.external_id] = link
+        self.staged.clear()
+
+    async def _add(self, staged: list[tuple[Mapped, Built, Outcome]]) -> list[SyncLink]:
+        await residents.add_built(self.session, [built for _, built, _ in staged])
+        links = []
+        for mapped, built, outcome in staged:
             resident = built.resident
             if mapped.external_id is not None:
                 self.session.add(
@@ -373,9 +423,10 @@ class ResidentWriter(PageWriter):
                         external_id=mapped.external_id,
                     )
                 )
-            self._link(mapped, resident.id)
+                links.append(self._new_link(mapped, resident.id))
             outcome.record = f"Resident:{resident.id}"
-        self.staged.clear()
+        await self.session.flush()
+        return links
 
     async def _require_grid_in_scope(self, grid_code: str | None) -> None:
         if grid_code is None:
