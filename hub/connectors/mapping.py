@@ -16,7 +16,6 @@ import orjson
 
 from hub.connectors.definition import LIST_FIELDS, Definition, FieldMap
 
-
 # The widths of the columns that keep them (resident_external_ids, sync_links).
 MAX_EXTERNAL_ID = 64
 MAX_VERSION = 64
