@@ -63,12 +63,6 @@ async def _runs(db: Database) -> list[SyncRun]:
 # --- data integrity: residents ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sinks.ResidentWriter._match: a second external id with an ID number the same "
-    "system already linked to another external id is merged silently (and overwrites the "
-    "first person's fields); on one page the same pair is DUPLICATE_IN_BATCH",
-)
 async def test_two_external_ids_with_one_id_number_are_not_merged_silently(
     tmp_path: Path, db: Database, policy: Any
 ) -> None:

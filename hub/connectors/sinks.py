@@ -297,6 +297,15 @@ class ResidentWriter(PageWriter):
             record_ids=list(self.residents),
             other_than=self.definition.system,
         )
+        # The external ids this system already has for the residents the page matched by ID
+        # number: a second, different one for the same person is not silently merged.
+        self.own_ids: dict[int, str] = {}
+        if self.by_id_number:
+            own = select(ResidentExternalId.resident_id, ResidentExternalId.external_id).where(
+                ResidentExternalId.system == self.definition.system,
+                ResidentExternalId.resident_id.in_(set(self.by_id_number.values())),
+            )
+            self.own_ids = dict((await self.session.execute(own)).all())
 
     def _staged_twin(self, mapped: Mapped) -> bool:
         """Whether this record's external id is already staged on this page (pages that
@@ -321,9 +330,32 @@ class ResidentWriter(PageWriter):
             if known is not None:
                 return known
         raw = mapped.keys.get("idNumber")
-        if isinstance(raw, str) and raw.strip():
-            return self.by_id_number.get(idcard.normalise(raw))
-        return None
+        if not isinstance(raw, str) or not raw.strip():
+            return None
+        resident_id = self.by_id_number.get(idcard.normalise(raw))
+        known = self.own_ids.get(resident_id) if resident_id is not None else None
+        if known is not None and mapped.external_id is not None and known != mapped.external_id:
+            # Two records of one system for one ID number: a data error at the source (or a
+            # changed person number) that a person must look at, not a merge.
+            raise RecordRejected(
+                f"this ID number belongs to a resident this system knows as another record "
+                f"({known})",
+                code="AMBIGUOUS_MATCH",
+            )
+        return resident_id
+
+    def _remember_external_id(self, mapped: Mapped, resident_id: int) -> None:
+        """A resident first matched by ID number gets this system's id, as a created one does."""
+        external_id = mapped.external_id
+        if external_id is None or external_id in self.links or external_id in self.known_external:
+            return
+        self.session.add(
+            ResidentExternalId(
+                resident_id=resident_id, system=self.definition.system, external_id=external_id
+            )
+        )
+        self.known_external[external_id] = resident_id
+        self.own_ids[resident_id] = external_id
 
     def _current(self, resident: Resident, name: str) -> Any:
         if name == "tags":
@@ -492,6 +524,7 @@ class ResidentWriter(PageWriter):
                 )
             if "tags" in changed:
                 self.tags[resident_id] = residents.clean_tags(changed["tags"])
+        self._remember_external_id(mapped, resident_id)
         self._link(mapped, resident_id)
         if not changed:
             return Outcome("unchanged", f"Resident:{resident_id}")
