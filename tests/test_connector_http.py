@@ -44,7 +44,15 @@ def fake() -> Iterator[FakeSystem]:
 def rest_context(
     fake: FakeSystem, style: str = "page", *, headers: dict[str, str] | None = None, **options: Any
 ) -> SourceContext:
-    chosen = {"url": fake.url + PATHS[style], **STYLES[style], "page_size": 10, **FAST, **options}
+    # since_lookback 0: these tests follow the since exactly (the lookback has its own test).
+    chosen = {
+        "url": fake.url + PATHS[style],
+        **STYLES[style],
+        "page_size": 10,
+        "since_lookback": 0,
+        **FAST,
+        **options,
+    }
     assert rest.check_options(chosen) == []
     return SourceContext(connector="test", options=chosen, headers=headers or {})
 
@@ -276,7 +284,13 @@ class TestAuth:
 
 class TestOpen311:
     def context(self, fake: FakeSystem, **options: Any) -> SourceContext:
-        chosen = {"base_url": fake.url + "/open311/v2/", "page_size": 10, **FAST, **options}
+        chosen = {
+            "base_url": fake.url + "/open311/v2/",
+            "page_size": 10,
+            "since_lookback": 0,
+            **FAST,
+            **options,
+        }
         assert open311_pull.check_options(chosen) == []
         return SourceContext(connector="city", options=chosen)
 

@@ -164,12 +164,6 @@ def _health(n: int, stamp: str, notes: str) -> dict[str, Any]:
     return {"id": f"H{n:03d}", "id_number": valid_id_number(n), "notes": notes, "updated_at": stamp}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rest._ListingRun._final_cursor: the next since is the largest since_field seen in "
-    "the whole listing, so an update made during the listing to a record on a page already "
-    "read, older than a record read later, is never read again (lost update)",
-)
 async def test_an_update_during_a_listing_to_a_page_already_read_is_not_lost(
     tmp_path: Path, db: Database, policy: Any, world: World
 ) -> None:
@@ -198,12 +192,6 @@ async def test_an_update_during_a_listing_to_a_page_already_read_is_not_lost(
 # --- the source's URL ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rest._ListingRun._request always passes a params dict, and httpx (0.28) then "
-    "replaces the URL's whole query string: a [source] url with ?access_token=... or a fixed "
-    "filter (?department=health) loses it on every request (Open311 base_url alike)",
-)
 async def test_the_query_string_of_the_source_url_is_sent(
     tmp_path: Path, db: Database, policy: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

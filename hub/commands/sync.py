@@ -17,6 +17,7 @@ from hub.commands.options import DB_OPTION, settings_for
 from hub.config import Settings
 from hub.connectors import engine
 from hub.connectors.definition import Definition, DefinitionError, load_directory
+from hub.connectors.http import safe_url
 from hub.db import Database
 from hub.sync import service as sync
 from hub.sync.locks import AlreadyRunning
@@ -199,7 +200,14 @@ def status_command(name: str | None, database_url: str | None, runs: int) -> Non
             breaker = f"open until {state.open_until.isoformat(timespec='seconds')}"
         click.echo(f"{connector}: breaker {breaker}, quarantine {open_items} open")
         if state is not None and state.cursor is not None:
-            click.echo(f"  cursor {json.dumps(state.cursor, ensure_ascii=False)}")
+            # A next-page URL may carry whatever the source put in its query: not printed.
+            shown = {
+                key: safe_url(value)
+                if isinstance(value, str) and value.startswith(("http://", "https://"))
+                else value
+                for key, value in state.cursor.items()
+            }
+            click.echo(f"  cursor {json.dumps(shown, ensure_ascii=False)}")
         for run in recent:
             took = ""
             if run.finished_at is not None:

@@ -312,7 +312,10 @@ class Fetcher:
     ) -> tuple[Any, httpx.Headers, int] | _Retry:
         assert self._client is not None
         try:
-            response = await self._client.get(url, params=params, headers=headers)
+            # Merged into the URL's own query, which httpx would otherwise replace: a [source]
+            # URL may carry fixed parameters (a filter such as ?department=health).
+            target = httpx.URL(url).copy_merge_params(dict(params)) if params else url
+            response = await self._client.get(target, headers=headers)
         except httpx.TimeoutException as exc:
             return _Retry("timeout", type(exc).__name__)
         except httpx.ConnectError as exc:

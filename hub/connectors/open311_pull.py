@@ -30,7 +30,7 @@ from hub.connectors.records import SourceContext
 from hub.connectors.rest import Listing, RestSource
 
 _TEXT_OPTIONS = ("base_url", "jurisdiction_id", "updated_param", "start_date")
-_OPTIONS = frozenset({*_TEXT_OPTIONS, "page_size", "seed"})
+_OPTIONS = frozenset({*_TEXT_OPTIONS, "page_size", "seed", "since_lookback"})
 
 
 def check_options(options: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -65,6 +65,7 @@ def open_source(ctx: SourceContext) -> RestSource:
         page_size=int(options.get("page_size", 100)),
         since_param=options.get("updated_param", "updated_after"),
         since_field="updated_datetime",
+        since_lookback=float(options.get("since_lookback", 600)),
         params=params,
         initial_params=initial,
         # Plain GeoReport v2 servers have no paging: page 2 repeats page 1, which is the end.

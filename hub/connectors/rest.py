@@ -16,16 +16,19 @@ Options ([source] table; the fetcher options of hub/connectors/http.py apply too
 - `since_param` (none): parameter sent with the stored since value ("updated_since").
 - `since_field` (none): record field (dotted path) holding its update time or version; the
   largest seen becomes the next since. Numbers compare as numbers, ISO 8601 times as instants.
+- `since_lookback` (600): seconds the next since steps back from the newest time seen, so that an
+  update made during a listing to a page already read is read by the next run. The source's
+  since parameter must be inclusive (>=).
 - `etag` (false): send `If-None-Match` with the stored ETag; a 304 means nothing changed.
 
-A listing starts from the stored since (or from nothing) and each page yields the cursor
-`{"since": <the since the listing started from>, "next": <page number, offset, cursor token or
-URL>}`, so a run that stops mid-listing resumes that same listing. The last page's cursor is
-`{"since": <largest since_field seen, or the old since>}` with no "next": the next run starts a new
+A listing starts from the stored since (or from nothing) and each page yields the cursor `{"since":
+<the since the listing started from>, "next": <page number, offset, cursor token or URL>}`, so a run
+that stops mid-listing resumes that same listing. The last page's cursor is `{"since": <largest
+since_field seen less since_lookback, or the old since>}` with no "next": the next run starts a new
 listing from there. With `etag`, cursors carry "etag" (the first response's ETag); with
 `since_field`, mid-listing cursors carry "max" (the largest since so far), so a resumed listing
-still ends at the right since. An empty page, or no next cursor/link, ends a listing. Items that
-are not JSON objects are quarantined as Malformed. Overlapping pages are harmless (the engine is
+still ends at the right since. An empty page, or no next cursor/link, ends a listing. Items that are
+not JSON objects are quarantined as Malformed. Overlapping pages are harmless (the engine is
 idempotent); a server that hands out a cursor or next URL it has handed out already, or the same
 page again, is stopped with SourceError PAGINATION_LOOP.
 """
@@ -36,6 +39,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -59,7 +63,7 @@ _TEXT_OPTIONS = (
     "since_param",
     "since_field",
 )
-_OPTIONS = frozenset({*_TEXT_OPTIONS, "first_page", "page_size", "etag", "seed"})
+_OPTIONS = frozenset({*_TEXT_OPTIONS, "first_page", "page_size", "etag", "seed", "since_lookback"})
 _LINK = re.compile(r"<([^>]*)>([^<]*)")
 
 
@@ -81,6 +85,11 @@ class Listing:
     page_size: int = 100
     since_param: str | None = None
     since_field: str | None = None
+    # Seconds the next since steps back from the newest time seen (times only, not versions):
+    # an update made during a listing to a record on a page already read is older than records
+    # read after it, and would be skipped by a since equal to the newest. Records read twice
+    # cost a digest comparison each. The source's since parameter must be inclusive (>=).
+    since_lookback: float = 600.0
     etag: bool = False
     # Sent on every request a listing builds (not on a next URL the server gave).
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -136,6 +145,7 @@ def open_source(ctx: SourceContext) -> RestSource:
         page_size=options.get("page_size", ctx.page_size),
         since_param=options.get("since_param"),
         since_field=options.get("since_field"),
+        since_lookback=float(options.get("since_lookback", 600)),
         etag=bool(options.get("etag", False)),
     )
     return RestSource(listing, Fetcher.from_context(ctx))
@@ -317,11 +327,27 @@ class _ListingRun:
         return cursor
 
     def _final_cursor(self) -> dict[str, Any]:
-        since = self.high if is_later(self.high, self.since) else self.since
+        high = looked_back(self.high, self.listing.since_lookback)
+        since = high if is_later(high, self.since) else self.since
         cursor: dict[str, Any] = {"since": since}
         if self.listing.etag:
             cursor["etag"] = self.etag
         return cursor
+
+
+def looked_back(value: Any, seconds: float) -> Any:
+    """An ISO 8601 time `seconds` earlier, written in the same style (a trailing Z stays a Z);
+    anything else (a version number, unreadable text) unchanged."""
+    if not isinstance(value, str) or seconds <= 0:
+        return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    earlier = moment - timedelta(seconds=seconds)
+    if value.endswith("Z"):
+        return earlier.replace(tzinfo=None).isoformat() + "Z"
+    return earlier.isoformat()
 
 
 def _next_link(headers: httpx.Headers) -> str | None:
