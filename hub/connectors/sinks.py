@@ -333,13 +333,13 @@ class ResidentWriter(PageWriter):
         if not isinstance(raw, str) or not raw.strip():
             return None
         resident_id = self.by_id_number.get(idcard.normalise(raw))
-        known = self.own_ids.get(resident_id) if resident_id is not None else None
-        if known is not None and mapped.external_id is not None and known != mapped.external_id:
+        theirs = self.own_ids.get(resident_id) if resident_id is not None else None
+        if theirs is not None and mapped.external_id is not None and theirs != mapped.external_id:
             # Two records of one system for one ID number: a data error at the source (or a
             # changed person number) that a person must look at, not a merge.
             raise RecordRejected(
                 f"this ID number belongs to a resident this system knows as another record "
-                f"({known})",
+                f"({theirs})",
                 code="AMBIGUOUS_MATCH",
             )
         return resident_id
