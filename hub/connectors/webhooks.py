@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import Select, exists, func, select, update
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -269,6 +269,20 @@ def _holes(start: int, seqs: Sequence[int]) -> list[int]:
     return sorted(missing)
 
 
+def _seen_by(access: Access) -> ColumnElement[bool]:
+    """The changes a subscriber hears of: those of events in its row scope now, and, for a
+    subscriber scoped to its department, the re-dispatch that took an event away from it (the
+    one change of that event it must still hear, or its system keeps an event it no longer
+    has)."""
+    visible = EventChangeRecord.event_id.in_(access.rows(select(Event.id), Event))
+    department_id = access.viewer.department_id
+    if department_id is None or "own_department" not in access.profile.scopes.get(
+        "Event", frozenset()
+    ):
+        return visible
+    return or_(visible, EventChangeRecord.previous_department_id == department_id)
+
+
 async def enqueue(
     session: AsyncSession,
     *,
@@ -302,11 +316,10 @@ async def enqueue(
     candidates = sorted(set(seqs) | filled)
     created = 0
     if candidates:
-        visible = access.rows(select(Event.id), Event)
         rows = (
             await session.execute(
                 select(seq_column, EventChangeRecord.event_id, EventChangeRecord.snapshot)
-                .where(seq_column.in_(candidates), EventChangeRecord.event_id.in_(visible))
+                .where(seq_column.in_(candidates), _seen_by(access))
                 .order_by(seq_column)
             )
         ).all()

@@ -83,5 +83,8 @@ class EventChangeRecord(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     action: Mapped[str] = mapped_column(String(16))
+    # The department a re-dispatch took the event away from: its subscribers hear of the
+    # departure, though the event is no longer theirs.
+    previous_department_id: Mapped[int | None] = mapped_column(Integer)
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

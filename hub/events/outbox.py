@@ -74,7 +74,13 @@ async def snapshot_of(session: AsyncSession, *, event: Event, action: str) -> di
     }
 
 
-async def record_change(session: AsyncSession, *, event: Event, action: str) -> None:
+async def record_change(
+    session: AsyncSession,
+    *,
+    event: Event,
+    action: str,
+    previous_department_id: int | None = None,
+) -> None:
     """Append the change `action` just made to `event` (flushed, never committed: it commits or
     rolls back with the change). Call it after the event's own flush, so that `version` is the
     version the change left and, for two changes of one event, `seq` follows commit order: the
@@ -85,6 +91,7 @@ async def record_change(session: AsyncSession, *, event: Event, action: str) -> 
             event_id=event.id,
             version=event.version,
             action=action,
+            previous_department_id=previous_department_id,
             snapshot=await snapshot_of(session, event=event, action=action),
         )
     )

@@ -294,7 +294,9 @@ async def transition_with_change(
         await session.flush()
     except StaleDataError:
         raise Conflict("the event changed meanwhile; reload it and try again") from None
-    await outbox.record_change(session, event=event, action=action.value)
+    await outbox.record_change(
+        session, event=event, action=action.value, previous_department_id=previous_department_id
+    )
     change = EventChange.of(event, action.value, previous_department_id=previous_department_id)
     return event, change
 

@@ -132,6 +132,7 @@ def upgrade() -> None:
     sa.Column('event_id', sa.Integer(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('action', sa.String(length=16), nullable=False),
+    sa.Column('previous_department_id', sa.Integer(), nullable=True),
     sa.Column('snapshot', sa.JSON(), nullable=False),
     sa.Column('at', hub.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_event_changes_event_id_events'), ondelete='CASCADE'),
