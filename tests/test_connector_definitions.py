@@ -92,6 +92,7 @@ def test_a_valid_definition_maps_records(tmp_path: Path) -> None:
         ),
         (('name = "registry"', 'name = "other"'), 1, "must match the file name"),
         (("[mapping]", "[mapping"), 13, "not valid TOML"),
+        (('external_id = "id"', 'external_id = "姓名"'), 11, "is personal data"),
     ],
 )
 def test_broken_definitions_are_refused_with_the_line(

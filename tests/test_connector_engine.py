@@ -334,3 +334,40 @@ async def test_xlsx_dump_imports(tmp_path: Path, db: Database, policy: Any) -> N
             await session.scalars(select(Resident.id_number).where(Resident.name.like("住户%")))
         )
     assert numbers == {id_number(n) for n in range(6)}
+
+
+class ChangingPolicy:
+    """The hub's own registry, whose policy changes (as another worker's changePolicy would)
+    once the run has synced `after` times: the engine must write each page under the policy
+    as it is when the page starts."""
+
+    def __init__(self, registry: Any, *, after: int, remove: str) -> None:
+        self.registry = registry
+        self.after = after
+        self.remove = remove
+        self.syncs = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.registry, name)
+
+    async def sync(self, db: Database) -> bool:
+        self.syncs += 1
+        if self.syncs != self.after:
+            return await self.registry.sync(db)
+        text = self.registry.file_policy_text().replace(self.remove + "\n", "")
+        self.registry.install(self.registry.compile(text, version=self.registry.version + 1))
+        return True
+
+
+async def test_a_policy_change_during_a_run_applies_from_the_next_page(
+    tmp_path: Path, db: Database, policy: Any
+) -> None:
+    data = write_household(tmp_path / "dump.csv", [household_row(n) for n in range(8)])
+    changing = ChangingPolicy(
+        policy, after=3, remove="p, connector:household, ResidentInput.phone, set, allow"
+    )
+    run = await run_connector(db, household_definition(tmp_path, data), changing)
+    # Synced at the start and before pages 1 and 2: page 1 (4 records) was written, then the
+    # household registry lost the phone field and the run stopped, refused, before page 2.
+    assert run.status == "refused" and "ResidentInput.phone" in (run.error or "")
+    assert await count(db, select(Resident).where(Resident.name.like("住户%"))) == 4

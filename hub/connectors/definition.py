@@ -56,6 +56,8 @@ ENTITY_INPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
 TIMELINE_FIELDS = {"resident": (), "event": ("status", "statusNotes")}
 # Fields that identify a record when no link exists yet.
 NATURAL_KEYS = {"resident": ("idNumber",), "event": ()}
+# Fields whose source column must not double as an external id.
+PERSONAL_FIELDS = frozenset({"name", "idNumber", "phone", "address", "healthNotes"})
 # Fields that are lists (the source's text is split).
 LIST_FIELDS = frozenset({"tags"})
 
@@ -419,6 +421,17 @@ class _Checker:
                 "[match] needs `external_id` or `natural_key`: without one a second run "
                 "would create every record again",
                 section="match",
+            )
+        personal = {m.source for m in self.mapped if m.target in PERSONAL_FIELDS}
+        personal |= {m.source for m in self.key_maps}
+        if external_id is not None and external_id in personal:
+            # External ids are shown where personal data is not (conflicts, the quarantine's
+            # list): an ID number or a phone must not become one.
+            self.fail(
+                f"[match] `external_id` {external_id!r} is personal data (it is mapped to a "
+                "personal field): use the system's own record number",
+                section="match",
+                key="external_id",
             )
         return external_id, tuple(natural), version
 

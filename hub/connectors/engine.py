@@ -217,9 +217,15 @@ class Run:
             )
             source = kinds.open_source(self.definition.kind, context)
             async for page in source.pages(None if self.full else cursor):
+                # The policy may change during a long run: each page is written under the
+                # policy as it is when the page starts.
+                if await self.policy.sync(self.database):
+                    permit = await self._permit()
                 await self._apply_page(permit, page)
         except (SourceError, DefinitionError) as failure:
             return await self._finish("failed", str(failure))
+        except NotASubject as refusal:
+            return await self._refuse(str(refusal))
         quarantined = self.progress.counts["quarantined"]
         return await self._finish("partial" if quarantined else "ok")
 

@@ -219,7 +219,8 @@ class PageWriter:
             )
 
     def _require_fields(self, mapped: Mapped) -> None:
-        # The run checked the mapping before it started; the policy may have changed since.
+        # The engine checks the mapping against the policy at each page; a replayed record may
+        # name fields the mapping no longer has.
         timeline = TIMELINE_FIELDS[self.definition.entity]
         refused = self.permit.refused(
             f"{self.definition.input_type}.{name}" for name in mapped.values if name not in timeline
