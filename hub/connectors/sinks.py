@@ -250,8 +250,8 @@ class ResidentWriter(PageWriter):
         # Records whose link says nothing changed need nothing more (a re-sync reads one
         # query per page).
         records = [m for m in records if not self._settled(m)]
-        ids = {link.record_id for link in self.links.values()}
         external_ids = [m.external_id for m in records if m.external_id]
+        ids = {self.links[e].record_id for e in external_ids if e in self.links}
         if external_ids:
             # Links made outside the engine (the demo, an earlier import): the same match.
             known = select(ResidentExternalId.external_id, ResidentExternalId.resident_id).where(
