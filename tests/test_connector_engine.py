@@ -352,7 +352,9 @@ class ChangingPolicy:
 
     async def sync(self, db: Database) -> bool:
         self.syncs += 1
-        if self.syncs != self.after:
+        if self.syncs > self.after:
+            return False  # the changed policy stays (the database still holds the old one)
+        if self.syncs < self.after:
             return await self.registry.sync(db)
         text = self.registry.file_policy_text().replace(self.remove + "\n", "")
         self.registry.install(self.registry.compile(text, version=self.registry.version + 1))

@@ -384,3 +384,21 @@ async def test_kill_9_mid_sync_then_resume_loses_and_duplicates_nothing(
         )
     assert statuses == ["interrupted", "ok"]
     assert duplicates == 0
+
+
+async def test_a_hotline_that_may_not_name_itself_reports_nothing(
+    tmp_path: Path, db: Database, policy: Any
+) -> None:
+    from tests.test_connector_engine import ChangingPolicy
+
+    # The engine sets reporterSystem itself, not the mapping: the policy still decides.
+    changing = ChangingPolicy(
+        policy, after=1, remove="p, connector:hotline, ReportEventInput.reporterSystem, set, allow"
+    )
+    with FakeSystem(requests=make_requests(3)) as fake:
+        run = await run_connector(db, _hotline(tmp_path, fake.url), changing)
+    assert (run.status, run.created, run.quarantined) == ("partial", 0, 3)
+    async with db.reader() as session:
+        codes = set(await session.scalars(select(SyncQuarantine.code)))
+        assert await session.scalar(select(func.count()).select_from(Event)) == 0
+    assert codes == {"FORBIDDEN_FIELD"}

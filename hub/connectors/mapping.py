@@ -39,11 +39,14 @@ class Mapped:
     values: dict[str, Any]  # GridHub input field -> value (str, or list[str] for tags)
     # Natural-key values to match by ({"idNumber": ...}); written only if also in `values`.
     keys: dict[str, Any] = field(default_factory=dict)
+    # A hash of `values` (digest_of): equal digests mean nothing to write. Computed once, as
+    # a re-sync compares it for every record.
+    digest: str = ""
 
-    def digest(self) -> str:
-        """A hash of what would be written: equal digests mean nothing to write."""
-        canonical = orjson.dumps(self.values, option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(canonical).hexdigest()
+
+def digest_of(values: dict[str, Any]) -> str:
+    canonical = orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _text(value: Any) -> str | None:
@@ -141,4 +144,10 @@ def map_record(definition: Definition, payload: dict[str, Any]) -> Mapped:
                 f"{definition.version_field} longer than {MAX_VERSION} characters",
                 code="INVALID_VALUE",
             )
-    return Mapped(external_id=external_id, version=version, values=values, keys=keys)
+    return Mapped(
+        external_id=external_id,
+        version=version,
+        values=values,
+        keys=keys,
+        digest=digest_of(values),
+    )

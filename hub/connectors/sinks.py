@@ -10,6 +10,7 @@ already applied; field by field, a value another system wrote later is kept (a c
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -117,7 +118,7 @@ def is_stale(incoming: str | None, applied: str | None) -> bool:
 
 
 @dataclass
-class PageWriter:
+class PageWriter(ABC):
     session: AsyncSession
     definition: Definition
     permit: WritePermit
@@ -144,7 +145,7 @@ class PageWriter:
         link = self.links.get(mapped.external_id) if mapped.external_id else None
         if link is None:
             return False
-        return link.digest == mapped.digest() or is_stale(mapped.version, link.source_version)
+        return link.digest == mapped.digest or is_stale(mapped.version, link.source_version)
 
     def _settled_outcome(self, mapped: Mapped, link: SyncLink, type_name: str) -> Outcome | None:
         """What a linked record comes to without writing: stale (older than the version already
@@ -159,7 +160,7 @@ class PageWriter:
                 detail={"incoming": mapped.version, "applied": link.source_version},
             )
             return Outcome("conflict", record)
-        if link.digest == mapped.digest():
+        if link.digest == mapped.digest:
             return Outcome("unchanged", record)
         return None
 
@@ -200,14 +201,15 @@ class PageWriter:
     def _fill_link(self, link: SyncLink, mapped: Mapped, record_id: int) -> None:
         link.record_id = record_id
         link.fields = sorted(mapped.values)
-        link.digest = mapped.digest()
+        link.digest = mapped.digest
         link.source_version = mapped.version
         link.source_time = parse_time(mapped.version)
 
+    @abstractmethod
     async def apply(self, mapped: Mapped) -> Outcome:
-        raise NotImplementedError
+        """Match, compare and write (or stage) one record."""
 
-    async def finish(self) -> None:
+    async def finish(self) -> None:  # noqa: B027 - a hook: most writers stage nothing
         """Write what `apply` staged for the end of the page."""
 
     def _require_call(self, operation: str) -> None:
@@ -313,7 +315,7 @@ class ResidentWriter(PageWriter):
         overlap): the same digest is the same record, a different one waits for a replay."""
         staged = self.staged_ids.get(mapped.external_id) if mapped.external_id else None
         if staged is not None:
-            if staged.digest() == mapped.digest():
+            if staged.digest == mapped.digest:
                 return True
             raise RecordRejected(
                 "this record appears twice on this page with different values; "
@@ -555,6 +557,12 @@ class EventWriter(PageWriter):
 
     async def _create(self, mapped: Mapped) -> Outcome:
         self._require_call("Mutation.reportEvent")
+        # The engine names the reporting system itself; the policy still has to let it.
+        if not self.permit.may_set("ReportEventInput.reporterSystem"):
+            raise RecordRejected(
+                f"{self.permit.subject} may not set ReportEventInput.reporterSystem",
+                code="FORBIDDEN_FIELD",
+            )
         values = mapped.values
         for required in ("category", "title", "gridCode"):
             if not values.get(required):
