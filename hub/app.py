@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 
+from hub.api.gateway import Gateway
 from hub.api.http import IDE_ASSETS_PATH, GraphQLView, ide_assets
 from hub.api.limits import BodySizeLimit
 from hub.api.open311 import open311_app
@@ -22,6 +23,7 @@ from hub.connectors.definition import load_directory
 from hub.connectors.scheduler import Scheduler
 from hub.db import Database
 from hub.events.brokers import create_broker
+from hub.web.site import build_site
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -40,6 +42,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     schema = build_schema(settings.limits)
     registry = SchemaRegistry(schema, settings)
     graphql = GraphQLView(schema, db=db, settings=settings, broker=broker, registry=registry)
+    # The pages: they run their persisted operations through the same view, in process.
+    site = build_site(Gateway(graphql), settings)
 
     # Scheduled connector runs in this process (GRIDHUB_RUN_CONNECTORS=1); otherwise a separate
     # `gridhub sync worker` runs them. A broken definition stops the start, with its line.
@@ -88,6 +92,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Mount(IDE_ASSETS_PATH, app=ide_assets()),
             Mount("/open311/v2", app=open311_app()),
+            # Last: the public site, the dispatch board and the auditors' console.
+            Mount("/", app=site),
         ],
         lifespan=lifespan,
         # Counts request bodies as they stream in: 413 with a GraphQL-shaped error past the limit.

@@ -83,6 +83,17 @@ class Settings:
     # schedules itself (off: a separate `gridhub sync worker` does).
     connectors_dir: Path = field(default_factory=lambda: DEFAULT_CONNECTORS_DIR)
     run_connectors: bool = False
+    # The web pages (hub.web). Sessions of the dispatch board and the auditors' console are
+    # sealed with this secret (else one generated into data_dir); their cookies are Secure
+    # unless turned off for a plain-HTTP intranet host other than localhost.
+    session_secret: str | None = None
+    cookie_secure: bool = True
+    session_hours: float = 8.0
+    # Public statistics suppress every figure counting fewer than this many events.
+    public_min_count: int = 5
+    # Feedback submissions one client may make per window, per worker.
+    feedback_per_window: int = 5
+    feedback_window_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -112,6 +123,19 @@ class Settings:
             values["connectors_dir"] = Path(connectors_dir)
         if env.get("GRIDHUB_RUN_CONNECTORS") == "1":
             values["run_connectors"] = True
+        if session_secret := env.get("GRIDHUB_SESSION_SECRET"):
+            values["session_secret"] = session_secret
+        if env.get("GRIDHUB_COOKIE_SECURE") == "0":
+            values["cookie_secure"] = False
+        if session_hours := env.get("GRIDHUB_SESSION_HOURS"):
+            values["session_hours"] = float(session_hours)
+        if min_count := env.get("GRIDHUB_PUBLIC_MIN_COUNT"):
+            values["public_min_count"] = int(min_count)
+        if feedback_rate := env.get("GRIDHUB_FEEDBACK_RATE"):
+            # "5/600": five submissions per 600 seconds.
+            count, _, window = feedback_rate.partition("/")
+            values["feedback_per_window"] = int(count)
+            values["feedback_window_seconds"] = float(window or 600)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

@@ -32,3 +32,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
   echo "$want" >"$stamp"
 fi
+
+# The browser tests drive Debian's chromium: install it with the test tools when it is missing
+# and this machine can (root with apt-get). Elsewhere those tests skip with the reason.
+if [ "$extras" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the browser tests" >&2
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; then
+      apt-get update -q >/dev/null 2>&1
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+    fi
+  else
+    echo "setup: chromium is not installed (needs root and apt-get); browser tests will skip" >&2
+  fi
+fi

@@ -106,7 +106,7 @@ def signing_secret(settings: Settings, *, create: bool) -> str | None:
     if not path.exists():
         if not create:
             return None
-        _create_secret_file(path)
+        create_secret_file(path)
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as error:
@@ -120,7 +120,7 @@ def _checked(secret: str, what: str) -> str:
     return secret
 
 
-def _create_secret_file(path: Path) -> None:
+def create_secret_file(path: Path) -> None:
     """Write a fresh secret atomically: a private temporary file, then a hard link to the final
     name, which fails if another process got there first (its secret then wins)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
