@@ -8,6 +8,7 @@ each role that runs it, so a policy change that breaks a page fails CI rather th
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 
@@ -62,7 +63,7 @@ class Operations:
         except KeyError:
             raise UnknownOperation(name) from None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[PersistedOperation]:
         return iter(self._by_name.values())
 
     def __len__(self) -> int:
