@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from hub.api.gateway import Gateway
 from hub.authz.identity import AuthenticationFailed
@@ -275,8 +276,17 @@ def _origin_of(request: Request) -> str:
     return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
 
 
-class SecurityHeaders(BaseHTTPMiddleware):
+class SiteMiddleware(BaseHTTPMiddleware):
+    """Resolves the session (if any) before the page runs, so every page's header shows who is
+    signed in, and adds the security headers to every answer."""
+
+    def __init__(self, app: ASGIApp, site: Site) -> None:
+        super().__init__(app)
+        self.site = site
+
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if SESSION_COOKIE in request.cookies and not request.url.path.startswith(STATIC_PATH):
+            await self.site.signed_in(request)
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
@@ -305,7 +315,7 @@ def build_site(gateway: Gateway, settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SiteMiddleware, site=site)],
         exception_handlers={404: not_found, 403: not_found, 400: not_found},
     )
     app.state.site = site
