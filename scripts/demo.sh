@@ -1,5 +1,6 @@
 #!/usr/bin/env sh
-# Sets up GridHub, loads demo data into ./gridhub.db (once) and serves http://127.0.0.1:8000/graphql.
+# Sets up GridHub, loads demo data into ./gridhub.db (once) and serves http://127.0.0.1:8000/
+# (the public site, /dispatch, /audit and /graphql).
 # Extra arguments go to `gridhub serve` (e.g. --port 8080).
 set -eu
 cd "$(dirname "$0")/.."
@@ -10,10 +11,10 @@ else
   .venv/bin/gridhub db upgrade
 fi
 # Without a credential a request is the public role; print one token per role to try.
-echo "Tokens (Authorization: Bearer ...; valid 8 hours):"
-for role in dispatcher grid_worker health public_security auditor policy_admin; do
+echo "Tokens (Authorization: Bearer ..., or paste one at /signin; valid 8 hours):"
+for role in dispatcher community_admin grid_worker health public_security auditor policy_admin; do
   case $role in
-    grid_worker) extra="--grid C01" ;;
+    grid_worker | community_admin) extra="--grid C01" ;;
     health) extra="--department health" ;;
     public_security) extra="--department public_security" ;;
     *) extra="" ;;
