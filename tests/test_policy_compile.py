@@ -45,3 +45,29 @@ def test_the_default_policy_compiles() -> None:
     profiles = compile_text((DEFAULT_POLICY_DIR / "policy.csv").read_text(encoding="utf-8"))
     assert profiles["health"].level("Resident.birthDate") is Level.MASKED  # type: ignore[attr-defined]
     assert profiles["public_security"].level("Resident.birthDate") is Level.FULL  # type: ignore[attr-defined]
+
+
+def test_a_role_that_cannot_read_notice_bodies_cannot_search_them() -> None:
+    """NoticeFilter.search matches titles and bodies, so it needs both read in full: a search
+    would otherwise find out, word by word, what a hidden body says."""
+    from graphql import GraphQLInputObjectType, parse, validate
+
+    from hub.api.roles import role_schema
+
+    full = build_schema()
+    # Notice.status keeps NoticeFilter in the schema (its status filter) for both roles.
+    titles_only = (
+        "p, r, Notice, rows:all, allow\n"
+        "p, r, Notice.title, read, allow\n"
+        "p, r, Notice.status, read, allow\n"
+    )
+    both = titles_only + "p, r, Notice.body, read, allow\n"
+    query = parse('{ notices(filter: {search: "停水"}) { nodes { title } } }')
+    searched: dict[str, bool] = {}
+    for name, text in (("titles_only", titles_only), ("both", both)):
+        schema = role_schema(full, compile_text(text)["r"])._schema  # type: ignore[arg-type]
+        notice_filter = schema.type_map["NoticeFilter"]
+        assert isinstance(notice_filter, GraphQLInputObjectType)
+        searched[name] = "search" in notice_filter.fields
+        assert (validate(schema, query) == []) is searched[name]
+    assert searched == {"titles_only": False, "both": True}

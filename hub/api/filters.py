@@ -23,6 +23,7 @@ from hub.departments import service as departments
 from hub.errors import BadUserInput
 from hub.events import service as events
 from hub.grids import service as grids
+from hub.notices import service as notices
 from hub.residents import service as residents
 
 MAX_LIST_ITEMS = 50
@@ -136,9 +137,30 @@ class NoticeFilter:
         default=None, description="Notices addressed to this grid or any grid below it."
     )
     department_code: str | None = None
+    search: str | None = strawberry.field(
+        default=None,
+        description=(
+            "Text found in the title or the body (Latin letters in any case; % and _ are "
+            "plain characters). Blank finds every notice."
+        ),
+    )
 
     def __post_init__(self) -> None:
         self.status = distinct_items(self.status, field="status")
+
+
+async def notice_filter(session: AsyncSession, given: NoticeFilter | None) -> notices.NoticeFilter:
+    if given is None:
+        return notices.NoticeFilter()
+    department_id = None
+    if given.department_code is not None:
+        department_id = (await departments.resolve_code(session, code=given.department_code)).id
+    return notices.NoticeFilter(
+        statuses=tuple(s.value for s in given.status or ()),
+        grid_ids=await grid_ids(session, given.in_grid),
+        department_id=department_id,
+        search=notices.search_text(given.search),
+    )
 
 
 @strawberry.input

@@ -20,6 +20,7 @@ from hub.api.filters import (
     ResidentFilter,
     event_filter,
     grid_ids,
+    notice_filter,
     resident_filter,
 )
 from hub.api.ids import parse_global_id, pk_of
@@ -385,16 +386,7 @@ class Query:
         note_sensitive_inputs(info.context, filter, order_by)
         order = order_by or NoticeOrder()
         async with info.context.db.reader() as session:
-            department_id = None
-            if filter and filter.department_code is not None:
-                department_id = (
-                    await departments.resolve_code(session, code=filter.department_code)
-                ).id
-            domain_filter = notices.NoticeFilter(
-                statuses=tuple(s.value for s in (filter.status or ())) if filter else (),
-                grid_ids=await grid_ids(session, filter.in_grid if filter else None),
-                department_id=department_id,
-            )
+            domain_filter = await notice_filter(session, filter)
         statement = info.context.access.rows(notices.list_statement(domain_filter), models.Notice)
         return await paginate(
             info,

@@ -133,6 +133,7 @@ REQUIRES: Mapping[str, tuple[str, ...]] = {
     "NoticeFilter.status": ("Notice.status",),
     "NoticeFilter.inGrid": ("Notice.scope",),
     "NoticeFilter.departmentCode": ("Notice.department",),
+    "NoticeFilter.search": ("Notice.title", "Notice.body"),
     "NoticeSortField.CREATED_AT": ("Notice.createdAt",),
     "FeedbackFilter.status": ("Feedback.status",),
     "FeedbackFilter.kind": ("Feedback.kind",),

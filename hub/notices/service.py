@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Select, select, update
+from sqlalchemy import CursorResult, Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -18,6 +18,7 @@ from hub.grids import service as grids
 from hub.notices.models import Notice, notice_grids
 
 STATUSES = frozenset({"draft", "published", "retracted"})
+SEARCH_MAX_LENGTH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,13 @@ class NoticeFilter:
     statuses: tuple[str, ...] = ()
     grid_ids: Select[int] | None = None
     department_id: int | None = None
+    # Text to find in the title or the body (see `search_text`).
+    search: str | None = None
+
+
+def search_text(value: str | None, *, field: str = "search") -> str | None:
+    """The words of a keyword search, checked like any input; blank means no search."""
+    return validation.optional_text(value, field=field, max_length=SEARCH_MAX_LENGTH)
 
 
 def list_statement(filter: NoticeFilter) -> Select[Any]:
@@ -36,6 +44,15 @@ def list_statement(filter: NoticeFilter) -> Select[Any]:
         statement = statement.where(Notice.id.in_(scoped))
     if filter.department_id is not None:
         statement = statement.where(Notice.department_id == filter.department_id)
+    if filter.search:
+        # autoescape: a % or _ in the search is a character to find, not a LIKE wildcard.
+        # A substring scan of every candidate notice: fine at a district's few thousand notices.
+        statement = statement.where(
+            or_(
+                Notice.title.icontains(filter.search, autoescape=True),
+                Notice.body.icontains(filter.search, autoescape=True),
+            )
+        )
     return statement
 
 
