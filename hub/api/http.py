@@ -50,6 +50,7 @@ from hub.api.loaders import Loaders
 from hub.api.registry import SchemaRegistry
 from hub.authz import Access, audit, grants
 from hub.authz.identity import AuthenticationFailed, TokenVerifier, authenticate
+from hub.authz.sessions import SESSION_COOKIE, Sealer, Session, session_secret
 from hub.authz.viewer import Viewer
 from hub.config import Settings
 from hub.db import Database, utcnow
@@ -182,6 +183,21 @@ def _error_body(message: str, code: str) -> dict[str, Any]:
 
 ROLE_HEADER = "x-gridhub-role"
 
+# The page origin that opens a WebSocket with each scheme.
+_PAGE_SCHEMES = {"ws": "http", "wss": "https"}
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    """Whether a WebSocket upgrade comes from a page of this server: its Origin header (which
+    browsers always send, and a page cannot change) equals the server's own origin, the scheme
+    mapped ws -> http and wss -> https and the host as the Host header names it."""
+    origin = websocket.headers.get("origin")
+    host = websocket.headers.get("host")
+    if not origin or not host:
+        return False
+    scheme = _PAGE_SCHEMES.get(websocket.url.scheme)
+    return scheme is not None and origin.lower() == f"{scheme}://{host}".lower()
+
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
@@ -252,7 +268,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         credential = given["authorization"]
         if context.access.viewer.via != "anonymous":
-            raise AuthenticationFailed("the connection already has a credential (its headers)")
+            raise AuthenticationFailed(
+                "the connection already has a credential (its upgrade request's)"
+            )
         if not isinstance(credential, str):
             raise AuthenticationFailed("Authorization must be a string")
         view = self.view
@@ -312,6 +330,8 @@ class GraphQLView(GraphQL[Context, None]):
         self.broker = broker
         self.registry = registry
         self.verifier = TokenVerifier(settings)
+        # Opens the pages' session cookie, for the dispatch board's WebSocket (identify).
+        self.sealer = Sealer(session_secret(settings))
         self.failures = FailureBudget()
         self._ide_html = (resources.files(STATIC_PACKAGE) / IDE_PAGE).read_text(encoding="utf-8")
 
@@ -350,11 +370,45 @@ class GraphQLView(GraphQL[Context, None]):
         await response(scope, receive, send)
 
     async def identify(self, connection: Request | WebSocket) -> Viewer:
-        """The viewer a request acts as; a failure is audited and refused, never downgraded."""
+        """The viewer a request acts as; a failure is audited and refused, never downgraded.
+
+        A browser's WebSocket cannot carry an Authorization header, and the pages' session
+        cookie is HttpOnly, so a WebSocket upgrade without that header may authenticate with
+        the session cookie instead (the dispatch board's live feed): as the session's
+        credential and role, checked again now exactly like a header.
+
+        The cookie counts only on a same-origin upgrade (`same_origin`). Browsers attach
+        cookies to a WebSocket whichever page opens it (CORS does not apply), so another
+        site's page could otherwise subscribe as the user (cross-site WebSocket hijacking).
+        strawberry already refuses a cross-origin handshake (403, comparing host and port
+        only); this check does not rely on that, and compares the scheme too. On any other
+        upgrade the cookie is ignored and the connection is anonymous, as it is when the cookie
+        does not open (forged, damaged, expired).
+
+        The cookie is the connection's credential: a second one in `connection_init` is
+        refused (4403), as beside an Authorization header, so a connection never changes
+        identity. Plain HTTP requests never read the cookie, so /graphql offers no CSRF
+        surface."""
         headers = connection.headers
+        authorization = headers.get("authorization")
+        if authorization is None and isinstance(connection, WebSocket):
+            session = self.cookie_session(connection)
+            if session is not None:
+                return await self.identify_credentials(
+                    f"Bearer {session.credential}",
+                    session.role,
+                    path=f"{connection.url.path} (session cookie)",
+                )
         return await self.identify_credentials(
-            headers.get("authorization"), headers.get(ROLE_HEADER), path=connection.url.path
+            authorization, headers.get(ROLE_HEADER), path=connection.url.path
         )
+
+    def cookie_session(self, websocket: WebSocket) -> Session | None:
+        """The session of a same-origin WebSocket upgrade's cookie, if it opens."""
+        cookie = websocket.cookies.get(SESSION_COOKIE)
+        if cookie is None or not same_origin(websocket):
+            return None
+        return self.sealer.open(cookie)
 
     async def identify_credentials(
         self, authorization: str | None, role: str | None, *, path: str

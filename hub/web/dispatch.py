@@ -1,11 +1,328 @@
-"""(to be written)"""
+"""The live dispatch board at /dispatch (dispatcher, community_admin).
+
+The board lists the open events in the signed-in viewer's scope, newest first, through a
+persisted query run as that viewer, so it shows exactly what the viewer's own GraphQL schema and
+row scope show. Accept and dispatch are plain forms (CSRF token, same Origin) that run their
+mutation as the viewer and come back to the board with a message in the query string.
+Live updates come from hub/web/static/board.js, which subscribes to `eventChanged` over a
+WebSocket authenticated by the session cookie (hub.api.http.GraphQLView.identify); everything it
+needs (the subscription document, words, action URLs, the CSRF token) is in the page's data-
+attributes and <template> elements, since no inline script may run.
+
+Times show in Beijing time (UTC+8, no daylight saving); a dispatch deadline typed into the
+form is read as Beijing time too.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlencode
 
-from hub.web.site import Site
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from hub.web.site import QueryFailed, SignedIn, Site
+
+log = logging.getLogger(__name__)
+
+BOARD_ROLES = ("dispatcher", "community_admin")
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+# hub/events/states.py's OPEN_STATUSES and the statuses each action starts from, as the API
+# spells them. The pages may not import the domain (import-linter), so a test holds these equal
+# to the state machine's table.
+OPEN_STATUSES = ("REPORTED", "ACCEPTED", "DISPATCHED", "IN_PROGRESS", "REOPENED")
+STATUSES = (*OPEN_STATUSES, "RESOLVED", "CLOSED", "REJECTED")
+SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+CATEGORIES = (
+    "PUBLIC_SAFETY",
+    "FIRE_HAZARD",
+    "SANITATION",
+    "INFRASTRUCTURE",
+    "ENVIRONMENT",
+    "HEALTH",
+    "ELDERLY_CARE",
+    "DISPUTE",
+    "HOUSING",
+    "OTHER",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BoardAction:
+    name: str
+    # The mutation's field: the board offers the action only when the role's schema has it.
+    mutation: str
+    operation: str
+    sources: frozenset[str]
+
+
+ACTIONS: Mapping[str, BoardAction] = {
+    "accept": BoardAction(
+        "accept", "acceptEvent", "BoardAccept", frozenset({"REPORTED", "REOPENED"})
+    ),
+    "dispatch": BoardAction(
+        "dispatch", "dispatchEvent", "BoardDispatch", frozenset({"ACCEPTED", "DISPATCHED"})
+    ),
+}
+
+# API error codes a board action may meet, and the board's message for each (dispatch.toml).
+ERROR_MESSAGES = {
+    "INVALID_TRANSITION": "invalid_transition",
+    "NOT_FOUND": "not_found",
+    "CONFLICT": "conflict",
+    "BAD_USER_INPUT": "bad_input",
+}
+FAILED = "failed"
+# Event codes are EVyyyymmdd + 6 letters; anything else in a URL or a message is refused.
+EVENT_CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+NOTE_CHARS = 500
+
+
+class ActionRefused(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def routes(site: Site) -> list[BaseRoute]:
-    return []
+    async def board(request: Request) -> Response:
+        signed_in = await site.require(request, BOARD_ROLES)
+        if isinstance(signed_in, Response):
+            return signed_in
+        overdue_only = request.query_params.get("overdue") == "1"
+        after = request.query_params.get("after") or None
+        event_filter: dict[str, Any] = {"status": list(OPEN_STATUSES)}
+        if overdue_only:
+            event_filter["overdue"] = True
+        try:
+            data = await site.query(
+                "BoardEvents", {"filter": event_filter, "after": after}, viewer=signed_in.viewer
+            )
+        except QueryFailed as exc:
+            if after is not None and exc.code == "BAD_USER_INPUT":
+                # A damaged or stale `after` cursor in the URL.
+                return site.error(request, 400, "error.bad_request")
+            raise
+        return _render(site, request, data, overdue_only=overdue_only, after=after)
+
+    def act(action: BoardAction) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            signed_in = await site.require(request, BOARD_ROLES)
+            if isinstance(signed_in, RedirectResponse):
+                # Signed out meanwhile: back to the board after signing in (this URL is POST).
+                return RedirectResponse(
+                    f"/signin?{urlencode({'next': '/dispatch'})}", status_code=303
+                )
+            if isinstance(signed_in, Response):
+                return signed_in
+            form = await site.checked_form(request)
+            code = request.path_params["code"]
+            if not EVENT_CODE.fullmatch(code):
+                return _back(error=ERROR_MESSAGES["NOT_FOUND"])
+            try:
+                await _run(site, signed_in, action, code, form)
+            except ActionRefused as refused:
+                return _back(error=refused.message, code=code)
+            return _back(done=action.name, code=code)
+
+        return endpoint
+
+    return [
+        Route("/dispatch", board, methods=["GET"]),
+        *(
+            Route(f"/dispatch/events/{{code}}/{name}", act(action), methods=["POST"])
+            for name, action in ACTIONS.items()
+        ),
+    ]
+
+
+async def _run(
+    site: Site, signed_in: SignedIn, action: BoardAction, code: str, form: FormData
+) -> None:
+    """Run `action` on the event `code` as the signed-in viewer; ActionRefused with the
+    board's message when the API (or the form) refuses it."""
+    viewer = signed_in.viewer
+    try:
+        found = (await site.query("BoardEventRef", {"code": code}, viewer=viewer))["event"]
+        if found is None:
+            raise ActionRefused(ERROR_MESSAGES["NOT_FOUND"])
+        # The version the board showed: a form older than the event (someone else acted
+        # meanwhile) is refused rather than applied to an event its user has not seen.
+        version = _text(form, "version")
+        if version and version != str(found["version"]):
+            raise ActionRefused(ERROR_MESSAGES["CONFLICT"])
+        variables: dict[str, Any] = {"id": found["id"], "note": _text(form, "note")[:NOTE_CHARS]}
+        if action.name == "dispatch":
+            variables.update(_dispatch_input(form))
+        await site.query(action.operation, variables, viewer=viewer)
+    except QueryFailed as exc:
+        message = ERROR_MESSAGES.get(exc.code)
+        if message is None:
+            log.warning("board %s of %s refused: %s %s", action.name, code, exc.code, exc)
+            message = FAILED
+        raise ActionRefused(message) from exc
+
+
+def _dispatch_input(form: FormData) -> dict[str, Any]:
+    department = _text(form, "departmentCode")
+    if not department:
+        raise ActionRefused(ERROR_MESSAGES["BAD_USER_INPUT"])
+    values: dict[str, Any] = {"departmentCode": department}
+    deadline = _text(form, "deadline")
+    if deadline:
+        # <input type="datetime-local"> sends "YYYY-MM-DDTHH:MM": Beijing time.
+        try:
+            moment = datetime.fromisoformat(deadline)
+        except ValueError:
+            raise ActionRefused(ERROR_MESSAGES["BAD_USER_INPUT"]) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=BEIJING)
+        values["deadline"] = moment.isoformat()
+    return values
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _back(
+    *, done: str | None = None, error: str | None = None, code: str | None = None
+) -> Response:
+    params = {
+        key: value for key, value in (("done", done), ("error", error), ("code", code)) if value
+    }
+    return RedirectResponse(f"/dispatch?{urlencode(params)}", status_code=303)
+
+
+# --- the page ------------------------------------------------------------------------------
+
+
+def _render(
+    site: Site,
+    request: Request,
+    data: Mapping[str, Any],
+    *,
+    overdue_only: bool,
+    after: str | None,
+) -> Response:
+    language = site.language(request)
+    labels = _labels(site, language)
+    mutation_type = data.get("mutationType") or {}
+    callable_fields = {field["name"] for field in mutation_type.get("fields") or ()}
+    actions = {name: a for name, a in ACTIONS.items() if a.mutation in callable_fields}
+    english = language == "en"
+    departments = [
+        {"code": d["code"], "name": d["nameEn"] if english and d["nameEn"] else d["name"]}
+        for d in data["departments"]["nodes"]
+    ]
+    events = data["events"]
+    rows = [_row(event, labels, actions, english=english) for event in events["nodes"]]
+    return site.render(
+        request,
+        "dispatch.html",
+        rows=rows,
+        total=events["totalCount"],
+        next_cursor=events["pageInfo"]["endCursor"] if events["pageInfo"]["hasNextPage"] else None,
+        first_page=after is None,
+        overdue_only=overdue_only,
+        departments=departments,
+        actions=actions,
+        labels=labels,
+        open_statuses=" ".join(OPEN_STATUSES),
+        action_statuses={name: sorted(a.sources) for name, a in actions.items()},
+        subscription=site.operations["BoardLive"].document,
+        flash=_flash(site, language, request),
+    )
+
+
+def _row(
+    event: Mapping[str, Any],
+    labels: Mapping[str, Any],
+    actions: Mapping[str, BoardAction],
+    *,
+    english: bool,
+) -> dict[str, Any]:
+    department = event.get("department")
+    department_name = ""
+    if department:
+        department_name = (
+            department["nameEn"] if english and department["nameEn"] else department["name"]
+        )
+    return {
+        "code": event["code"],
+        "title": event["title"],
+        "status": event["status"],
+        "status_label": labels["status"].get(event["status"], event["status"]),
+        "severity": event["severity"],
+        "severity_label": labels["severity"].get(event["severity"], event["severity"]),
+        "category_label": labels["category"].get(event["category"], event["category"]),
+        "version": event["version"],
+        "grid": (event.get("grid") or {}).get("name", ""),
+        "department": department_name,
+        "reported": _moment(event["reportedAt"]),
+        "deadline": _moment(event.get("deadline")),
+        "overdue": bool(event.get("overdue")),
+        "actions": [name for name, a in actions.items() if event["status"] in a.sources],
+    }
+
+
+def _moment(value: str | None) -> dict[str, str] | None:
+    """An API time as the page shows it: the exact instant for <time datetime> and the
+    minute in Beijing time for people."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return {"iso": value, "text": moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")}
+
+
+def _labels(site: Site, language: str) -> dict[str, Any]:
+    """The board's words for the page and for board.js (which gets them as JSON)."""
+
+    def t(key: str) -> str:
+        return site.catalogue.text(language, key)
+
+    return {
+        "status": {s: t(f"dispatch.status.{s}") for s in STATUSES},
+        "severity": {s: t(f"dispatch.severity.{s}") for s in SEVERITIES},
+        "category": {c: t(f"dispatch.category.{c}") for c in CATEGORIES},
+        "overdue": t("dispatch.overdue"),
+        "no_deadline": t("dispatch.no_deadline"),
+        "not_dispatched": t("dispatch.not_dispatched"),
+        "no_actions": t("dispatch.no_actions"),
+        "live": {
+            key: t(f"dispatch.live.{key}")
+            for key in ("connecting", "on", "retrying", "unavailable", "signed_out")
+        },
+        "announce": {key: t(f"dispatch.announce.{key}") for key in ("new", "changed", "left")},
+    }
+
+
+def _flash(site: Site, language: str, request: Request) -> dict[str, str] | None:
+    """The message of the action that just ran (?done= or ?error=, with ?code=): only known
+    messages, and only a code shaped like an event code, so a crafted link cannot put words of
+    its own on the board."""
+    params = request.query_params
+    code = params.get("code") or ""
+    if code and not EVENT_CODE.fullmatch(code):
+        code = ""
+    done, error = params.get("done"), params.get("error")
+    if done in ACTIONS and code:
+        return {
+            "kind": "done",
+            "text": site.catalogue.text(language, f"dispatch.done.{done}", code=code),
+        }
+    if error in (*ERROR_MESSAGES.values(), FAILED):
+        text = site.catalogue.text(language, f"dispatch.error.{error}")
+        if code:
+            text = site.catalogue.text(language, "dispatch.error.about", code=code, message=text)
+        return {"kind": "error", "text": text}
+    return None
