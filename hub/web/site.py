@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -307,6 +307,12 @@ def build_site(gateway: Gateway, settings: Settings) -> Starlette:
     ]
     for area in (public, stats, feedback, signin, dispatch, audit):
         routes.extend(area.routes(site))
+
+    async def favicon(_: Request) -> Response:
+        # Browsers ask for /favicon.ico whatever the page links: answer instead of a 404.
+        return RedirectResponse(f"{STATIC_PATH}/favicon.svg", status_code=301)
+
+    routes.append(Route("/favicon.ico", favicon))
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
