@@ -87,6 +87,9 @@ class Settings:
     # sealed with this secret (else one generated into data_dir); their cookies are Secure
     # unless turned off for a plain-HTTP intranet host other than localhost.
     session_secret: str | None = None
+    # The address the public reaches the hub by (https://hub.example.gov.cn), for absolute
+    # links in the Atom feeds; without it they are relative. Never taken from a Host header.
+    public_url: str | None = None
     cookie_secure: bool = True
     session_hours: float = 8.0
     # Public statistics suppress every figure counting fewer than this many events.
@@ -125,6 +128,8 @@ class Settings:
             values["run_connectors"] = True
         if session_secret := env.get("GRIDHUB_SESSION_SECRET"):
             values["session_secret"] = session_secret
+        if public_url := env.get("GRIDHUB_PUBLIC_URL"):
+            values["public_url"] = public_url
         if env.get("GRIDHUB_COOKIE_SECURE") == "0":
             values["cookie_secure"] = False
         if session_hours := env.get("GRIDHUB_SESSION_HOURS"):

@@ -35,12 +35,17 @@ fi
 
 # The browser tests drive Debian's chromium: install it with the test tools when it is missing
 # and this machine can (root with apt-get). Elsewhere those tests skip with the reason.
-if [ "$extras" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
+# A CJK font too, or the zh-CN screenshots show boxes instead of characters.
+if [ "$extras" = "test" ] && { ! command -v chromium >/dev/null 2>&1 ||
+  ! fc-list :lang=zh 2>/dev/null | grep -q .; }; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian's chromium for the browser tests" >&2
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium and a CJK font for the browser tests" >&2
+    packages="chromium fonts-wqy-microhei"
+    # shellcheck disable=SC2086
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q $packages >/dev/null 2>&1; then
       apt-get update -q >/dev/null 2>&1
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+      # shellcheck disable=SC2086
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q $packages >/dev/null
     fi
   else
     echo "setup: chromium is not installed (needs root and apt-get); browser tests will skip" >&2

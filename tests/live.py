@@ -8,6 +8,7 @@ purpose, as the `client` fixture does in-process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -151,11 +152,15 @@ def _serve(
         )
     finally:
         # The whole process group: with --workers, uvicorn's children go too.
+        # A server that already exited has no group left to signal: its own error stands.
         try:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
 

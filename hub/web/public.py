@@ -25,6 +25,8 @@ ATOM = "http://www.w3.org/2005/Atom"
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
+# RFC 4151 tag URIs name the feed and its entries, independent of the host name.
+TAG_PREFIX = "tag:gridhub,2026:"
 # Residents read times in their own zone; China has one, without summer time.
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 # Why a notices list could not be shown, by the input the API refused.
@@ -209,7 +211,9 @@ async def notices_feed(site: Site, request: Request, *, community: str | None) -
         alternate = f"/notices?community={community}"
     data = await site.query("PublicNoticesFeed", {"inGrid": community})
     feed = atom_feed(
-        base=str(request.base_url).rstrip("/"),
+        # Never the request's Host header: a forged one would poison a cached feed. Without a
+        # configured public address the links are relative to the feed's own URL.
+        base=(site.settings.public_url or "").rstrip("/"),
         self_path=request.url.path,
         alternate_path=alternate,
         title=title,
@@ -234,8 +238,12 @@ def atom_feed(
     the departments' words and never pass through string formatting."""
     # Plain names under an xmlns attribute: the Atom namespace becomes the default one, with no
     # ns0: prefixes for feed readers to stumble on.
-    feed = ElementTree.Element("feed", {"xmlns": ATOM, XML_LANG: language, XML_BASE: base + "/"})
-    _text(feed, "id", base + self_path)
+    attributes = {"xmlns": ATOM, XML_LANG: language}
+    if base:
+        attributes[XML_BASE] = base + "/"
+    feed = ElementTree.Element("feed", attributes)
+    # Ids are tag URIs: they stay the same whichever address the hub is reached by.
+    _text(feed, "id", TAG_PREFIX + self_path)
     _text(feed, "title", title)
     updated = max((entry_time(n) for n in notices), default=datetime.now(UTC))
     _text(feed, "updated", rfc3339(updated))
@@ -252,7 +260,7 @@ def atom_entry(
 ) -> ElementTree.Element:
     url = f"{base}/notices/{notice['id']}"
     entry = ElementTree.Element("entry")
-    _text(entry, "id", url)
+    _text(entry, "id", f"{TAG_PREFIX}/notices/{notice['id']}")
     _text(entry, "title", notice["title"])
     _text(entry, "updated", rfc3339(entry_time(notice)))
     if notice.get("publishedAt"):

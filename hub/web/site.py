@@ -269,7 +269,9 @@ def _with_query(request: Request, **changes: Any) -> str:
         else:
             params[key] = str(value)
     query = urlencode(params)
-    return f"{request.url.path}?{query}" if query else request.url.path
+    # One leading slash: a path such as //evil.example/x would make the link another host's.
+    path = "/" + request.url.path.lstrip("/\\")
+    return f"{path}?{query}" if query else path
 
 
 def _origin_of(request: Request) -> str:
