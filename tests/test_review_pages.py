@@ -38,11 +38,6 @@ async def sign_in(http: httpx.AsyncClient, credential: str) -> httpx.Response:
     return await http.post("/signin", data={"csrf_token": csrf, "credential": credential})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sign-out only deletes the cookie: a copy of the sealed session keeps working "
-    "until it expires (session_hours), since nothing server-side records the end",
-)
 async def test_a_session_cookie_is_dead_after_sign_out(
     browser: httpx.AsyncClient, settings: Settings
 ) -> None:

@@ -15,6 +15,8 @@ from strawberry.types import ExecutionResult
 
 from hub.api.context import Context
 from hub.api.http import GraphQLView
+from hub.authz import sessions
+from hub.authz.sessions import Session
 from hub.authz.viewer import ANONYMOUS, Viewer
 
 
@@ -30,6 +32,15 @@ class Gateway:
         """The viewer of a pasted token or API key (AuthenticationFailed when it does not
         verify: the failure is audited like any other)."""
         return await self._view.identify_credentials(f"Bearer {credential}", role, path=path)
+
+    async def end_session(self, session: Session) -> None:
+        """Sign-out, recorded so that a copy of the cookie is dead too."""
+        async with self._view.db.transaction() as db_session:
+            await sessions.end(db_session, session)
+
+    async def session_ended(self, session: Session) -> bool:
+        async with self._view.db.reader() as db_session:
+            return await sessions.has_ended(db_session, session.nonce)
 
     async def execute(
         self,

@@ -48,7 +48,7 @@ from hub.api.audit import PURPOSE_HEADER, FailureBudget, clean_purpose, header_t
 from hub.api.context import Context, interrupt_on_cancel
 from hub.api.loaders import Loaders
 from hub.api.registry import SchemaRegistry
-from hub.authz import Access, audit, grants
+from hub.authz import Access, audit, grants, sessions
 from hub.authz.identity import AuthenticationFailed, TokenVerifier, authenticate
 from hub.authz.sessions import SESSION_COOKIE, Sealer, Session, session_secret
 from hub.authz.viewer import Viewer
@@ -393,6 +393,8 @@ class GraphQLView(GraphQL[Context, None]):
         authorization = headers.get("authorization")
         if authorization is None and isinstance(connection, WebSocket):
             session = self.cookie_session(connection)
+            if session is not None and await self._session_ended(session):
+                raise AuthenticationFailed("the session was signed out")
             if session is not None:
                 return await self.identify_credentials(
                     f"Bearer {session.credential}",
@@ -402,6 +404,10 @@ class GraphQLView(GraphQL[Context, None]):
         return await self.identify_credentials(
             authorization, headers.get(ROLE_HEADER), path=connection.url.path
         )
+
+    async def _session_ended(self, session: Session) -> bool:
+        async with self.db.reader() as db_session:
+            return await sessions.has_ended(db_session, session.nonce)
 
     def cookie_session(self, websocket: WebSocket) -> Session | None:
         """The session of a same-origin WebSocket upgrade's cookie, if it opens."""

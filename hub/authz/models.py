@@ -46,6 +46,19 @@ class PolicyVersion(Base):
     restores: Mapped[int | None] = mapped_column(Integer)
 
 
+class EndedSession(Base):
+    """A browser session its user signed out of, until it would have expired anyway.
+
+    The session cookie is sealed and carries its own expiry, so without this row a copy of the
+    cookie taken before sign-out would keep working. Only a hash of the session's nonce is kept.
+    """
+
+    __tablename__ = "ended_sessions"
+
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class EmergencyGrant(Base):
     """A time-boxed widening of one subject's view during an incident (突发事件)."""
 

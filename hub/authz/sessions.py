@@ -18,13 +18,18 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.authz.identity import IdentityConfigError, create_secret_file
+from hub.authz.models import EndedSession
 from hub.config import Settings
+from hub.db import utcnow
 
 SESSION_COOKIE = "gridhub_session"
 ANONYMOUS_COOKIE = "gridhub_form"
@@ -109,6 +114,31 @@ class Sealer:
         if not nonce or not token:
             return False
         return hmac.compare_digest(self.csrf_token(nonce), token)
+
+
+async def end(session: AsyncSession, ended: Session) -> None:
+    """Sign-out: the session stops working everywhere, copies of its cookie included. Rows of
+    sessions past their own expiry are dropped on the way."""
+    await session.execute(delete(EndedSession).where(EndedSession.expires_at < utcnow()))
+    key = _nonce_hash(ended.nonce)
+    if await session.get(EndedSession, key) is None:
+        session.add(
+            EndedSession(
+                nonce_hash=key,
+                expires_at=datetime.fromtimestamp(ended.expires, UTC),
+            )
+        )
+
+
+async def has_ended(session: AsyncSession, nonce: str) -> bool:
+    found = await session.execute(
+        select(EndedSession.nonce_hash).where(EndedSession.nonce_hash == _nonce_hash(nonce))
+    )
+    return found.first() is not None
+
+
+def _nonce_hash(nonce: str) -> str:
+    return hashlib.sha256(nonce.encode("utf-8")).hexdigest()
 
 
 def new_form_nonce() -> str:

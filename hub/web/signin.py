@@ -52,6 +52,10 @@ def routes(site: Site) -> list[BaseRoute]:
 
     async def signout(request: Request) -> Response:
         await site.checked_form(request)
+        signed_in = await site.signed_in(request)
+        if signed_in is not None:
+            # Ended on the server too: a copy of the cookie stops working as well.
+            await site.gateway.end_session(signed_in.session)
         response = RedirectResponse("/", status_code=303)
         site.end_session(response)
         return response

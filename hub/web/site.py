@@ -197,7 +197,7 @@ class Site:
         if cached is not None:
             return cached
         session = self.sealer.open(request.cookies.get(SESSION_COOKIE))
-        if session is None:
+        if session is None or await self.gateway.session_ended(session):
             return None
         try:
             viewer = await self.gateway.identify(
