@@ -107,7 +107,9 @@ async def measure(app: Any, rounds: int) -> None:
             Gateway.execute = original  # type: ignore[method-assign]
         operations = list(recorded)
 
-        async def baseline(operations: list[tuple[str, Any, str | None]] = operations) -> None:
+        async def baseline(
+            operations: list[tuple[str, Any, str | None]] = operations, path: str = path
+        ) -> None:
             for document, variables, name in operations:
                 body = orjson.dumps(
                     {"query": document, "variables": variables or {}, "operationName": name}
