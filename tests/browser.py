@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
 from playwright.async_api import Error as PlaywrightError
 from sqlalchemy import text
 
@@ -57,6 +57,8 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS_ENV = "GRIDHUB_ARTIFACTS"
 REPOSITORY = Path(__file__).resolve().parent.parent
+# The window of every context (browsing_in); the audit looks at pages this wide and as a phone.
+DEFAULT_VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 # Long enough for a loaded CI machine; nothing asserts on time, these only bound a hang.
 WAIT_MS = 20_000
 
@@ -133,7 +135,7 @@ async def launched_chromium() -> AsyncIterator[Browser]:
 async def browsing_in(browser: Browser) -> AsyncIterator[Browsing]:
     """A fresh context (cookies, storage) that records every URL it loads and every console
     error; the browser asks for zh-CN, as most of the site's visitors' browsers do."""
-    context = await browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    context = await browser.new_context(locale="zh-CN", viewport=DEFAULT_VIEWPORT)
     context.set_default_timeout(WAIT_MS)
     traffic = Traffic()
     context.on("request", lambda req: traffic.urls.append(req.url))
@@ -378,3 +380,266 @@ def message_keys(catalogue: Catalogue, language: str, heading: str) -> set[str]:
 
 def in_future(seconds: float) -> datetime:
     return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+# --- accessibility measurements ------------------------------------------------------------
+
+# WCAG 2.x: 4.5:1 for text, 3:1 for large text (24px, or 18.66px = 14pt when bold) and for what
+# shows a state, such as a focus ring (1.4.11).
+TEXT_CONTRAST = 4.5
+LARGE_TEXT_CONTRAST = 3.0
+
+# Colour arithmetic shared by the scripts below, run in the page. Colours are {r, g, b, a} with
+# channels 0-255; getComputedStyle gives rgb()/rgba() for every colour the stylesheets use, and
+# anything else (a colour function a later stylesheet might use) is reported, not guessed.
+_COLOUR_JS = """
+  const parse = (value) => {
+    const m = /^rgba?\\(([^)]*)\\)$/.exec((value || '').trim());
+    if (!m) return null;
+    const parts = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    if (parts.length < 3 || parts.some(Number.isNaN)) return null;
+    return {r: parts[0], g: parts[1], b: parts[2], a: parts.length > 3 ? parts[3] : 1};
+  };
+  const WHITE = {r: 255, g: 255, b: 255, a: 1};
+  // `top` painted over the opaque `bottom`.
+  const over = (top, bottom) => {
+    const mix = (k) => top[k] * top.a + bottom[k] * (1 - top.a);
+    return {r: mix('r'), g: mix('g'), b: mix('b'), a: 1};
+  };
+  const channel = (c) => {
+    const s = c / 255;
+    return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+  };
+  const luminance = (c) =>
+    0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+  const ratio = (x, y) => {
+    const [hi, lo] = [luminance(x), luminance(y)].sort((p, q) => q - p);
+    return (hi + 0.05) / (lo + 0.05);
+  };
+  const hex = (c) => '#' + ['r', 'g', 'b']
+    .map((k) => Math.round(c[k]).toString(16).padStart(2, '0')).join('');
+  // What shows behind an element: every background from the root down, each composited over
+  // the one below it, on white. null when a background image (a gradient, a picture) is in
+  // the way: its colours cannot be read from the styles.
+  const backgrounds = new Map();
+  const backgroundOf = (el) => {
+    if (!el) return WHITE;
+    if (backgrounds.has(el)) return backgrounds.get(el);
+    const below = backgroundOf(el.parentElement);
+    const style = getComputedStyle(el);
+    let found = below;
+    if (below === null || style.backgroundImage !== 'none') found = null;
+    else {
+      const own = parse(style.backgroundColor);
+      if (own && own.a > 0) found = over(own, below);
+    }
+    backgrounds.set(el, found);
+    return found;
+  };
+  const describe = (el) => {
+    const steps = [];
+    for (let node = el; node && steps.length < 4 && node !== document.body;
+         node = node.parentElement) {
+      let step = node.tagName.toLowerCase();
+      if (node.id) step += '#' + node.id;
+      else {
+        const classes = [...node.classList].slice(0, 2);
+        if (classes.length) step += '.' + classes.join('.');
+      }
+      steps.unshift(step);
+      if (node.id) break;
+    }
+    return steps.join(' > ');
+  };
+"""
+
+# Every visible piece of text under `scope` (a selector; the whole page when null): its colour
+# against what shows behind it. Returns {checked, offenders, unknown}.
+CONTRAST_JS = (
+    """
+([scope, normalNeed, largeNeed]) => {
+"""
+    + _COLOUR_JS
+    + """
+  const root = scope ? document.querySelector(scope) : document.body;
+  if (!root) return {checked: 0, offenders: [], unknown: ['no element matches ' + scope]};
+  const SKIP = new Set(['SCRIPT', 'STYLE', 'TEMPLATE', 'NOSCRIPT', 'OPTION', 'OPTGROUP', 'TITLE']);
+  const CONTROLS = new Set(['SELECT', 'TEXTAREA']);
+  const TEXT_INPUTS = new Set(['text', 'search', 'email', 'url', 'tel', 'number', 'password',
+    'date', 'time', 'datetime-local', 'month', 'week']);
+  const ownText = (el) => [...el.childNodes]
+    .filter((n) => n.nodeType === Node.TEXT_NODE).map((n) => n.textContent).join('')
+    .replace(/\\s+/g, ' ').trim();
+  // Hidden from sight though rendered: the site's hiding classes, clipping, no size, or
+  // pushed off the page (the skip link until it has focus).
+  const unseen = (el) => {
+    if (!el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) return true;
+    if (el.closest('.visually-hidden, .honeypot')) return true;
+    const box = el.getBoundingClientRect();
+    if (box.width < 2 || box.height < 2) return true;
+    if (box.right + window.scrollX <= 0 || box.bottom + window.scrollY <= 0) return true;
+    for (let node = el; node; node = node.parentElement) {
+      const style = getComputedStyle(node);
+      if (style.clip !== 'auto' || style.clipPath !== 'none') return true;
+    }
+    return false;
+  };
+  const opacityOf = (el) => {
+    let value = 1;
+    for (let node = el; node; node = node.parentElement)
+      value *= Number(getComputedStyle(node).opacity);
+    return value;
+  };
+  const offenders = [];
+  const unknown = [];
+  let checked = 0;
+  const measure = (el, words, ink, behind, px, weight) => {
+    if (!ink) { unknown.push(describe(el) + ': colour ' + getComputedStyle(el).color); return; }
+    if (behind === null) return;  // over a background image: not measurable from styles
+    const shown = over({...ink, a: ink.a * opacityOf(el)}, behind);
+    const large = px >= 24 || (px >= 18.66 && weight >= 700);
+    const need = large ? largeNeed : normalNeed;
+    const value = ratio(shown, behind);
+    checked += 1;
+    if (value < need) {
+      offenders.push({path: describe(el), text: words.slice(0, 40), colour: hex(shown),
+        background: hex(behind), ratio: Math.floor(value * 100) / 100, need,
+        size: Math.round(px * 10) / 10, weight});
+    }
+  };
+  for (const el of [root, ...root.querySelectorAll('*')]) {
+    if (SKIP.has(el.tagName) || el.closest('template')) continue;
+    if (el instanceof SVGElement) {
+      // SVG text: its fill against what shows behind the drawing (the charts draw no text
+      // over their bars). A fill that is a paint server or none is not a colour to measure.
+      if (!(el instanceof SVGTextContentElement) || !ownText(el) || unseen(el)) continue;
+      const style = getComputedStyle(el);
+      const fill = parse(style.fill);
+      if (!fill) continue;
+      fill.a *= Number(style.fillOpacity);
+      const matrix = el.getScreenCTM();
+      const scale = matrix ? Math.hypot(matrix.a, matrix.b) : 1;
+      measure(el, ownText(el), fill, backgroundOf(el.ownerSVGElement),
+        parseFloat(style.fontSize) * scale, Number(style.fontWeight));
+      continue;
+    }
+    const type = (el.getAttribute('type') || 'text').toLowerCase();
+    const control = CONTROLS.has(el.tagName) || (el.tagName === 'INPUT' && TEXT_INPUTS.has(type));
+    const words = control ? (el.value || el.getAttribute('placeholder') || '(field)') : ownText(el);
+    if (!words || unseen(el)) continue;
+    const style = getComputedStyle(el);
+    const px = parseFloat(style.fontSize);
+    const weight = Number(style.fontWeight);
+    measure(el, words, parse(style.color), backgroundOf(el), px, weight);
+    if (control && el.getAttribute('placeholder')) {
+      const hint = getComputedStyle(el, '::placeholder');
+      measure(el, el.getAttribute('placeholder'), parse(hint.color), backgroundOf(el), px, weight);
+    }
+  }
+  return {checked, offenders, unknown};
+}
+"""
+)
+
+
+async def contrast_problems(page: Page, scope: str | None = None) -> tuple[int, list[str]]:
+    """How many pieces of text were measured, and each one below WCAG 2.x's contrast
+    minimum (or whose colour could not be read) under `scope`, as readable lines."""
+    found: dict[str, Any] = await page.evaluate(
+        CONTRAST_JS, [scope, TEXT_CONTRAST, LARGE_TEXT_CONTRAST]
+    )
+    problems = [
+        f"contrast {o['ratio']}:1 < {o['need']}:1 for {o['path']} {o['text']!r}: "
+        f"{o['colour']} on {o['background']} ({o['size']}px, weight {o['weight']})"
+        for o in found["offenders"]
+    ]
+    problems += [f"colour not measurable: {what}" for what in found["unknown"]]
+    return found["checked"], problems
+
+
+# What a keyboard reaches: the elements the focus indicator check samples.
+FOCUSABLE = (
+    "a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]"
+)
+# At most this many per page, one per kind of element (tag, type, classes, parent, landmark):
+# a page's fifty rows of identical links share one look.
+FOCUS_SAMPLE = 40
+
+# Focuses a sample of what Tab reaches and compares its outline and box shadow with its look
+# unfocused: one of them must change into something visible, and a solid outline must stand
+# out 3:1 from what it is drawn on (1.4.11). Chromium's own `auto` ring is drawn in two
+# colours, visible on any background. Returns {sampled, problems}.
+FOCUS_JS = (
+    """
+([selector, most, need]) => {
+"""
+    + _COLOUR_JS
+    + """
+  const kinds = new Set();
+  const sample = [];
+  for (const el of document.querySelectorAll(selector)) {
+    if (el.tabIndex < 0 || el.disabled || el.closest('template')) continue;
+    if (!el.checkVisibility({checkVisibilityCSS: true})) continue;
+    const landmark = el.closest('header, nav, main, footer, form, table, figure');
+    const kind = [el.tagName, el.getAttribute('type'), el.className,
+      el.parentElement && el.parentElement.tagName + '.' + el.parentElement.className,
+      landmark && landmark.tagName].join('|');
+    if (kinds.has(kind)) continue;
+    kinds.add(kind);
+    sample.push(el);
+    if (sample.length >= most) break;
+  }
+  const look = (el) => {
+    const s = getComputedStyle(el);
+    return {style: s.outlineStyle, width: parseFloat(s.outlineWidth) || 0,
+      colour: s.outlineColor, offset: parseFloat(s.outlineOffset) || 0, shadow: s.boxShadow};
+  };
+  const problems = [];
+  for (const el of sample) {
+    if (document.activeElement && document.activeElement !== document.body)
+      document.activeElement.blur();
+    const before = look(el);
+    el.focus({preventScroll: true});
+    if (document.activeElement !== el) {
+      problems.push(describe(el) + ': cannot take focus');
+      continue;
+    }
+    const after = look(el);
+    el.blur();
+    const ringColour = parse(after.colour);
+    const ring = after.style !== 'none' && after.width >= 1 && (!ringColour || ringColour.a > 0);
+    const ringChanged = ring && (before.style === 'none' || before.width < 1
+      || before.colour !== after.colour || before.width !== after.width);
+    const shadowChanged = after.shadow !== 'none' && after.shadow !== before.shadow;
+    if (!ringChanged && !shadowChanged) {
+      problems.push(describe(el) + ': no visible focus indicator (outline ' + after.style + ' '
+        + after.width + 'px, box-shadow ' + after.shadow + ')');
+      continue;
+    }
+    if (ringChanged && after.style !== 'auto' && ringColour) {
+      // An outline outside the box is drawn on the parent's background, inside on its own.
+      const behind = backgroundOf(after.offset >= 0 ? el.parentElement : el);
+      if (behind) {
+        const shown = over(ringColour, behind);
+        const value = ratio(shown, behind);
+        if (value < need)
+          problems.push(describe(el) + ': focus outline ' + hex(shown) + ' on ' + hex(behind)
+            + ' has contrast ' + value.toFixed(2) + ':1, less than ' + need + ':1');
+      }
+    }
+  }
+  return {sampled: sample.length, problems};
+}
+"""
+)
+
+
+async def focus_problems(page: Page) -> tuple[int, list[str]]:
+    """How many interactive elements were focused, and each one that shows no visible focus
+    indicator. Presses Tab first, so the page is in keyboard mode as for a keyboard user
+    (:focus-visible then matches script focus too)."""
+    await page.keyboard.press("Tab")
+    found: dict[str, Any] = await page.evaluate(
+        FOCUS_JS, [FOCUSABLE, FOCUS_SAMPLE, LARGE_TEXT_CONTRAST]
+    )
+    return found["sampled"], found["problems"]

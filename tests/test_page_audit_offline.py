@@ -29,7 +29,16 @@ import pytest
 from playwright.async_api import Page, ViewportSize
 
 from hub.web.i18n import Catalogue
-from tests.browser import Browsing, Hub, screenshot_path, seeded, sign_in
+from tests.browser import (
+    DEFAULT_VIEWPORT,
+    Browsing,
+    Hub,
+    contrast_problems,
+    focus_problems,
+    screenshot_path,
+    seeded,
+    sign_in,
+)
 
 pytest_plugins = ["tests.browser_fixtures"]
 # Markup does not depend on the database (the pages only run GraphQL): SQLite only.
@@ -165,6 +174,8 @@ class Crawl:
     shapes: set[str] = field(default_factory=set)
     # Every page of the site some crawled page links to.
     linked: set[str] = field(default_factory=set)
+    # How many interactive elements the focus check focused, over all pages.
+    focused: int = 0
 
     async def run(self, start: list[tuple[str, int]]) -> None:
         queue: deque[tuple[str, int]] = deque(start)
@@ -207,9 +218,37 @@ class Crawl:
             path=str(screenshot_path(self.hub.backend, f"phone/{slug(path)}")), full_page=True
         )
         self.problems += [f"{path}: {problem}" for problem in found["problems"]]
+        self.problems += [f"{path}: {problem}" for problem in await self.accessibility()]
         return [
             same_site(self.hub, link) for link in found["links"] if is_same_site(self.hub, link)
         ]
+
+
+    async def accessibility(self) -> list[str]:
+        """Text contrast as the page is and at the browser's default width (the stylesheets
+        change with the width), and the focus indicators (whatever the width)."""
+        problems = []
+        phone_size = self.page.viewport_size
+        for size in (phone_size, DEFAULT_VIEWPORT):
+            if size is None:
+                continue
+            if size != self.page.viewport_size:
+                await self.page.set_viewport_size(size)
+            checked, found = await contrast_problems(self.page)
+            import tests.browser as B
+            dbg = await self.page.evaluate(B.CONTRAST_JS, [None, 99, 99])
+            lows = sorted(dbg["offenders"], key=lambda o: o["ratio"])[:3]
+            print("DBG", self.page.url, size["width"], checked, [(o["path"], o["text"][:15], o["colour"], o["background"], o["ratio"], o["size"]) for o in lows])
+            width = f"{size['width']}px wide"
+            if not checked:
+                problems.append(f"{width}: no text measured for contrast")
+            problems += [f"{width}: {problem}" for problem in found]
+        if phone_size is not None and phone_size != self.page.viewport_size:
+            await self.page.set_viewport_size(phone_size)
+        sampled, found = await focus_problems(self.page)
+        self.focused += sampled
+        problems += found
+        return problems
 
 
 def slug(path: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -249,6 +250,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if viewer.expires_at is not None and viewer.expires_at <= utcnow():
             await self.websocket.close(code=4401, reason="the token expired")
             return False
+        if viewer.session_nonce is not None or viewer.via == "api_key":
+            async with context.db.reader() as session:
+                reason = await sessions.withdrawn(session, viewer)
+            if reason is not None:
+                await self.websocket.close(code=4401, reason=reason)
+                return False
         registry = context.registry
         if (
             registry.version != context.access.profile.version
@@ -396,11 +403,17 @@ class GraphQLView(GraphQL[Context, None]):
             if session is not None and await self._session_ended(session):
                 raise AuthenticationFailed("the session was signed out")
             if session is not None:
-                return await self.identify_credentials(
+                viewer = await self.identify_credentials(
                     f"Bearer {session.credential}",
                     session.role,
                     path=f"{connection.url.path} (session cookie)",
                 )
+                # The connection ends with the session: at its expiry, or when it is signed
+                # out (checked before each operation and each delivery).
+                ends = datetime.fromtimestamp(session.expires, UTC)
+                if viewer.expires_at is not None:
+                    ends = min(ends, viewer.expires_at)
+                return replace(viewer, session_nonce=session.nonce, expires_at=ends)
         return await self.identify_credentials(
             authorization, headers.get(ROLE_HEADER), path=connection.url.path
         )

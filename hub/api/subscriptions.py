@@ -27,6 +27,7 @@ from hub.api.audit import flush_reads
 from hub.api.context import Context, Info
 from hub.api.loaders import Loaders
 from hub.api.types.events import EventStatus, EventType
+from hub.authz import sessions
 from hub.db import utcnow
 from hub.departments import service as departments
 from hub.events import states
@@ -110,6 +111,18 @@ def still_allowed(context: Context) -> None:
         )
 
 
+async def credential_not_withdrawn(context: Context) -> None:
+    """End the stream once its browser session is signed out or its API key revoked. Only
+    such viewers pay the read; a token's expiry is checked by still_allowed."""
+    viewer = context.access.viewer
+    if viewer.session_nonce is None and viewer.via != "api_key":
+        return
+    async with context.db.reader() as session:
+        reason = await sessions.withdrawn(session, viewer)
+    if reason is not None:
+        raise GraphQLError(f"{reason}: sign in again", extensions={"code": "UNAUTHENTICATED"})
+
+
 async def _stream(
     context: Context, selection: ChangeFilter
 ) -> AsyncGenerator[EventChangeType, None]:
@@ -121,6 +134,7 @@ async def _stream(
                 # What the previous delivery read of sensitive fields goes on the record first.
                 await flush_reads(context, "eventChanged")
                 still_allowed(context)
+                await credential_not_withdrawn(context)
                 if not await selection.matches(context, change):
                     continue
                 statement = context.access.rows(

@@ -27,11 +27,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.authz.identity import IdentityConfigError, create_secret_file
-from hub.authz.models import EndedSession
+from hub.authz.models import ApiKey, EndedSession
+from hub.authz.viewer import Viewer
 from hub.config import Settings
 from hub.db import utcnow
 
 SESSION_COOKIE = "gridhub_session"
+# How hub.authz.identity names the subject of an API key.
+API_KEY_SUBJECT_PREFIX = "apikey:"
 ANONYMOUS_COOKIE = "gridhub_form"
 SECRET_FILE = "session-secret"
 MIN_SECRET_BYTES = 32
@@ -135,6 +138,20 @@ async def has_ended(session: AsyncSession, nonce: str) -> bool:
         select(EndedSession.nonce_hash).where(EndedSession.nonce_hash == _nonce_hash(nonce))
     )
     return found.first() is not None
+
+
+async def withdrawn(session: AsyncSession, viewer: Viewer) -> str | None:
+    """Why a long-lived connection's credential no longer holds, or None while it does: its
+    browser session was signed out, or its API key was revoked. (A token's own expiry is
+    checked without the database, from Viewer.expires_at.)"""
+    if viewer.session_nonce is not None and await has_ended(session, viewer.session_nonce):
+        return "the session was signed out"
+    if viewer.via == "api_key" and viewer.subject.startswith(API_KEY_SUBJECT_PREFIX):
+        name = viewer.subject.removeprefix(API_KEY_SUBJECT_PREFIX)
+        revoked = await session.scalar(select(ApiKey.revoked_at).where(ApiKey.name == name))
+        if revoked is not None:
+            return "the API key was revoked"
+    return None
 
 
 def _nonce_hash(nonce: str) -> str:

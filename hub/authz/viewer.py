@@ -27,6 +27,9 @@ class Viewer:
     grid_codes: tuple[str, ...] = ()
     grid_paths: tuple[str, ...] = field(default=())
     expires_at: datetime | None = None
+    # Set when a browser session's cookie authenticated a long-lived connection (the board's
+    # WebSocket): signing out of that session ends the connection too (hub.authz.sessions).
+    session_nonce: str | None = None
 
 
 ANONYMOUS = Viewer()

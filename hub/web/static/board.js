@@ -196,10 +196,10 @@
 
   function announce(key, event) {
     const status = labels.status[event.status] || event.status;
-    const text = labels.announce[key]
-      .replace("{code}", event.code)
-      .replace("{title}", event.title)
-      .replace("{status}", status);
+    // One pass with a replacer: an event's own words are never read as a pattern ($&) or as
+    // another placeholder ({status} inside a title).
+    const values = { code: event.code, title: event.title, status: status };
+    const text = labels.announce[key].replace(/\{(code|title|status)\}/g, (_, name) => values[name]);
     const line = document.createElement("p");
     line.textContent = text;
     announcer.append(line);
