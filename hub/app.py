@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/healthz", health),
             Route("/graphql/schema.graphql", sdl),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            # Every method: the view answers all but GET and POST with 405 itself.
+            Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
             Mount(IDE_ASSETS_PATH, app=ide_assets()),
             Mount("/open311/v2", app=open311_app()),

@@ -359,6 +359,14 @@ class GraphQLView(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
+        if request.method not in ALLOWED_OPERATIONS:
+            # Answered here, not by the router: the route takes every method because the pages'
+            # catch-all mount behind it would otherwise answer another method with a 404.
+            rejection = RequestRejected(
+                405, "GraphQL is served over GET and POST.", headers={"Allow": "GET, POST"}
+            )
+            await self._rejection(request, rejection)(scope, receive, send)
+            return
         try:
             request.state.viewer = await self.identify(request)
             response = await self.run(request)
