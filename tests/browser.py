@@ -558,9 +558,7 @@ async def contrast_problems(page: Page, scope: str | None = None) -> tuple[int, 
 
 
 # What a keyboard reaches: the elements the focus indicator check samples.
-FOCUSABLE = (
-    "a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]"
-)
+FOCUSABLE = "a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]"
 # At most this many per page, one per kind of element (tag, type, classes, parent, landmark):
 # a page's fifty rows of identical links share one look.
 FOCUS_SAMPLE = 40

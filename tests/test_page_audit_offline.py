@@ -11,7 +11,12 @@ linked from anywhere is checked too). Every page must have:
 - alt text on every image, a name on every SVG image, button and link; no duplicate ids;
 - no inline script, style attribute or event-handler attribute (the CSP would block them, so
   each is a broken feature), and no CSP violation in the console;
-- a Content-Security-Policy header without 'unsafe-inline', 'unsafe-eval' or wildcards.
+- a Content-Security-Policy header without 'unsafe-inline', 'unsafe-eval' or wildcards;
+- WCAG 2.x contrast for every visible piece of text, SVG text included (4.5:1, large text
+  3:1), as a phone shows the page and at the browser's default width;
+- a visible focus indicator on a sample of what Tab reaches (one of each kind), a solid
+  outline standing out 3:1 from what it is drawn on (tests/browser.py: CONTRAST_JS, FOCUS_JS;
+  TestTheChecks shows both find what they look for).
 
 And the browser may load nothing from anywhere but 127.0.0.1: every request and WebSocket of
 the crawl is recorded and checked.
@@ -41,8 +46,6 @@ from tests.browser import (
 )
 
 pytest_plugins = ["tests.browser_fixtures"]
-# Markup does not depend on the database (the pages only run GraphQL): SQLite only.
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 # (path, expected HTTP status). "{notice}" is a published notice's id.
 PUBLIC = [
@@ -223,7 +226,6 @@ class Crawl:
             same_site(self.hub, link) for link in found["links"] if is_same_site(self.hub, link)
         ]
 
-
     async def accessibility(self) -> list[str]:
         """Text contrast as the page is and at the browser's default width (the stylesheets
         change with the width), and the focus indicators (whatever the width)."""
@@ -235,10 +237,6 @@ class Crawl:
             if size != self.page.viewport_size:
                 await self.page.set_viewport_size(size)
             checked, found = await contrast_problems(self.page)
-            import tests.browser as B
-            dbg = await self.page.evaluate(B.CONTRAST_JS, [None, 99, 99])
-            lows = sorted(dbg["offenders"], key=lambda o: o["ratio"])[:3]
-            print("DBG", self.page.url, size["width"], checked, [(o["path"], o["text"][:15], o["colour"], o["background"], o["ratio"], o["size"]) for o in lows])
             width = f"{size['width']}px wide"
             if not checked:
                 problems.append(f"{width}: no text measured for contrast")
@@ -307,6 +305,8 @@ async def phone(browsing: Browsing) -> Page:
     return page
 
 
+# Markup does not depend on the database (the pages only run GraphQL): SQLite only.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 class TestOfflineAudit:
     async def test_public_pages(self, hub: Hub, browsing: Browsing) -> None:
         crawl = Crawl(hub, await phone(browsing), within=None)
@@ -331,3 +331,69 @@ class TestOfflineAudit:
         crawl = Crawl(hub, page, within=("/audit",))
         await crawl.run(STAFF["auditor"])
         assert not (problems := report(crawl, browsing)), problems
+
+
+# A page made to fail: what each check must find in it, and what it must let pass.
+BAD_PAGE = """<!doctype html><html lang="en"><head><title>bad</title><style>
+  body { background: #ffffff; color: #1a1a1a; font-size: 16px; }
+  .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden;
+    clip: rect(0 0 0 0); }
+  a:focus { outline: 3px solid #0b5394; outline-offset: 2px; }
+  #no-ring:focus { outline: none; }
+  #faint-ring:focus { outline: 2px solid #dddddd; outline-offset: 2px; }
+  #shadow:focus { outline: none; box-shadow: 0 0 0 3px #1a1a1a; }
+</style><style>
+  #just-enough { color: #767676; }
+  #just-short { color: #777777; }
+  #large { color: #949494; font-size: 24px; }
+  #bold-not-large { color: #949494; font-size: 18px; font-weight: 700; }
+  #bold-large { color: #949494; font-size: 19px; font-weight: 700; }
+  .veil { background: rgba(0, 0, 0, 0.5); }
+  #see-through { color: rgba(0, 0, 0, 0.3); }
+  .dim { opacity: 0.3; }
+  #field { color: #999999; }
+  #unseen { color: #ffffff; }
+</style></head><body>
+  <p id="just-enough">4.54:1</p>
+  <p id="just-short">4.48:1</p>
+  <p id="large">3.03:1, large</p>
+  <p id="bold-not-large">3.03:1, bold but small</p>
+  <p id="bold-large">3.03:1, bold and large</p>
+  <div class="veil"><p id="veiled">dark on half-black</p></div>
+  <p id="see-through">30% black</p>
+  <div class="dim"><p id="dimmed">dark, but faded</p></div>
+  <p class="visually-hidden" id="unseen">white, but hidden</p>
+  <svg width="300" height="60"><text id="svg-faint" x="0" y="20" fill="#bbbbbb">faint</text>
+    <text id="svg-dark" x="0" y="45" fill="#1a1a1a">dark</text></svg>
+  <input id="field" value="typed">
+  <a href="#x" id="ringed">link</a>
+  <button id="no-ring" class="a">no ring</button>
+  <button id="faint-ring" class="b">faint ring</button>
+  <button id="shadow" class="c">shadow</button>
+</body></html>"""
+
+
+class TestTheChecks:
+    async def test_they_find_what_they_look_for(self, browsing: Browsing) -> None:
+        page = await browsing.new_page()
+        await page.set_content(BAD_PAGE)
+        checked, contrast = await contrast_problems(page)
+        # Each line names the element: "contrast 4.47:1 < 4.5:1 for p#just-short '...': ...".
+        failing = {line.split(" for ", 1)[1].split(" ", 1)[0] for line in contrast}
+        assert failing == {
+            "p#just-short",
+            "p#bold-not-large",
+            "p#veiled",
+            "p#see-through",
+            "p#dimmed",
+            "text#svg-faint",
+            "input#field",
+        }, contrast
+        # Everything visible was measured; the hidden text was not.
+        assert checked == 15, contrast
+        sampled, focus = await focus_problems(page)
+        # One of each kind (classes tell these buttons apart).
+        assert sampled == 5
+        assert len(focus) == 2, focus
+        assert "button#no-ring: no visible focus indicator" in focus[0]
+        assert "button#faint-ring: focus outline #dddddd on #ffffff" in focus[1]
