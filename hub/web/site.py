@@ -165,6 +165,7 @@ class Site:
             other_language=_other(language),
             url_with=lambda **changes: _with_query(request, **changes),
             static=lambda name: f"{STATIC_PATH}/{name}",
+            site_flash=_site_flash(request),
             **values,
         )
         response = HTMLResponse(html, status_code=status_code, headers=dict(headers or {}))
@@ -255,6 +256,16 @@ class Site:
         response.delete_cookie(
             SESSION_COOKIE, httponly=True, samesite="strict", secure=self.settings.cookie_secure
         )
+
+
+# One-line notices a redirect may ask the next page to show (?flash=KEY): fixed words only, so
+# a crafted link cannot put its own text on the page.
+SITE_FLASHES = frozenset({"signed_out", "signed_in_no_page"})
+
+
+def _site_flash(request: Request) -> str | None:
+    key = request.query_params.get("flash")
+    return key if key in SITE_FLASHES else None
 
 
 def _other(language: str) -> str:
