@@ -4,6 +4,7 @@ their partners are withheld everywhere on the page, tables and charts alike."""
 from __future__ import annotations
 
 import asyncio
+import html as html_module
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -22,7 +23,19 @@ from hub.db import Database
 from hub.events import service as events
 from hub.events.models import Event
 from hub.events.states import Action
-from hub.web.stats import EARLIER, FiguresCache, count_tables, last_months, rows_agree
+from hub.stats.disclosure import CountTable, DisclosedMeans, Mean, disclose_tables
+from hub.web.stats import (
+    BEIJING,
+    EARLIER,
+    FiguresCache,
+    Shown,
+    chart,
+    count_tables,
+    last_months,
+    rows_agree,
+    shown_columns,
+    time_unit,
+)
 from tests.world import World
 
 # (community's grid, category, how many). With k = 5, C1's 3 sanitation events are withheld,
@@ -50,11 +63,16 @@ ACCEPTED = [
 WITHHELD_NUMBERS = (3, 6, 8, 9)
 
 
-@pytest.fixture
-async def reported(db: Database, world: World) -> None:
+async def report_all(
+    db: Database,
+    reports: list[tuple[str, str, int]],
+    accepted: list[tuple[str, int, timedelta]] = [],  # noqa: B006 - never changed
+) -> dict[str, list[int]]:
+    """Reports the events, accepts the first of each grid's with the response time given;
+    returns each grid's event ids in the order reported."""
+    made: dict[str, list[int]] = defaultdict(list)
     async with db.transaction() as session:
-        made: dict[str, list[int]] = defaultdict(list)
-        for grid, category, count in REPORTS:
+        for grid, category, count in reports:
             for n in range(count):
                 event = await events.report(
                     session,
@@ -67,7 +85,7 @@ async def reported(db: Database, world: World) -> None:
                     actor="test",
                 )
                 made[grid].append(event.id)
-        for grid, count, response in ACCEPTED:
+        for grid, count, response in accepted:
             for event_id in made[grid][:count]:
                 event = await events.transition(
                     session, event_id=event_id, action=Action.ACCEPT, actor="test"
@@ -78,6 +96,12 @@ async def reported(db: Database, world: World) -> None:
                     .where(Event.id == event_id)
                     .values(accepted_at=event.reported_at + response)
                 )
+    return made
+
+
+@pytest.fixture
+async def reported(db: Database, world: World) -> None:
+    await report_all(db, REPORTS, ACCEPTED)
 
 
 @pytest.fixture
@@ -261,8 +285,12 @@ async def test_english_renders_with_its_words(public: httpx.AsyncClient, reporte
     html = response.text
     assert '<html lang="en">' in html
     assert "<title>Public statistics" in html
-    for words in ("Events by category", "Sanitation", "In progress", "Earlier", "withheld"):
+    for words in ("Events by category", "Sanitation", "In progress", "withheld", "Table: "):
         assert words in html, words
+    # Every event is of this month: the months before it are left out, and the page says so.
+    assert "No events were reported before" in html and "Earlier" not in html
+    # The averages' unit is named once, in the chart's caption, and every figure is in it.
+    assert "Average response time by community (hours)" in html
     assert "no figure below 5 events is published" in html
 
 
@@ -285,6 +313,26 @@ async def test_charts_are_accessible_and_need_no_inline_style(
         assert f'<title id="{name}-title">' in body and f'<desc id="{name}-desc">' in body
     assert re.search(r'<th scope="col"', html) and re.search(r'<th scope="row"', html)
     assert html.count("<caption>") >= 5
+    # A table that may scroll sideways is a named region the keyboard can reach and scroll.
+    captions = re.findall(r"<caption>([^<]+)</caption>", html)
+    regions = re.findall(r'<div class="table-scroll"([^>]*)>\s*<table', html)
+    assert len(regions) == len(captions)
+    for attributes, caption in zip(regions, captions, strict=True):
+        assert 'role="region"' in attributes and 'tabindex="0"' in attributes
+        assert f'aria-label="{caption}"' in attributes
+    # The district view's cross-tables start folded, under the charts of their totals.
+    folds = re.findall(r'<details class="table-fold">\s*<summary>([^<]+)</summary>', html)
+    assert folds == [
+        "表格：各社区按类别的事件数",
+        "表格：各社区按办理状态的事件数",
+        "表格：各社区按月的事件数",
+    ]
+    assert html.index('id="chart-category"') < html.index('<details class="table-fold">')
+    one = (await public.get("/stats?community=C1")).text
+    assert "<details" not in one and 'role="region"' in one
+    # A full-width colon in Chinese, a colon and a space in English.
+    assert "事件总数：<strong" in html
+    assert "Events in total: <strong" in (await public.get("/stats?lang=en")).text
     assert 'href="/static/stats.css"' in html
     css = await public.get("/static/stats.css")
     assert css.status_code == 200
@@ -308,6 +356,214 @@ async def test_a_bounded_number_of_operations_and_a_cache(
     for url in ("/stats", "/stats?community=C2", "/stats?lang=en"):
         assert (await public.get(url)).status_code == 200
     assert len(names) == 3
+
+
+# --- a short history, a community of small figures, long resolutions ---------------------------
+
+
+def noon_on_the_15th(month: str) -> datetime:
+    year, number = map(int, month.split("-"))
+    return datetime(year, number, 15, 12, tzinfo=BEIJING)
+
+
+async def move_reports(db: Database, category: str, to: datetime) -> None:
+    async with db.transaction() as session:
+        await session.execute(
+            update(Event).where(Event.category == category).values(reported_at=to)
+        )
+
+
+async def test_months_before_the_first_event_are_left_out(
+    db: Database, public: httpx.AsyncClient, reported: None
+) -> None:
+    window = last_months(datetime.now(UTC))
+    first = window[-4]
+    # C3's 12 housing events three months back are the district's first.
+    await move_reports(db, "housing", noon_on_the_15th(first))
+    response, parsed = await page(public, "/stats")
+    html = response.text
+    check_withheld_everywhere(parsed, html)
+    assert parsed.shown(f"month:all:{first}") == "12"
+    assert parsed.shown(f"month:C3:{first}") == "12"
+    assert parsed.shown("events:C3") == "12"
+    # The empty months after it stay: only the leading ones go.
+    for month in window[-3:-1]:
+        assert parsed.shown(f"month:all:{month}") == "0"
+        assert parsed.shown(f"month:C1:{month}") == "0"
+    # Before it: no column, no bar, no label.
+    for month in (EARLIER, *window[:-4]):
+        assert not any(
+            key.startswith("month:") and key.endswith(f":{month}") for key in parsed.figures
+        )
+        assert f">{month}<" not in html
+    assert ">更早<" not in html
+    assert f"{first} 之前没有事件，不再列出更早的月份。" in html
+    # The community page lists the same months.
+    _, one = await page(public, "/stats?community=C1")
+    assert one.shown(f"month:C1:{first}") == "0"
+    assert not any(key.endswith(f":{window[-5]}") for key in one.figures)
+
+
+async def test_every_month_stays_when_events_predate_the_twelve(
+    db: Database, public: httpx.AsyncClient, reported: None
+) -> None:
+    await move_reports(db, "housing", datetime.now(UTC) - timedelta(days=400))
+    response, parsed = await page(public, "/stats")
+    assert parsed.shown("month:all:earlier") == "12"
+    assert parsed.shown("month:C3:earlier") == "12"
+    # The oldest month of the window (as the page saw it) is listed, empty as it is.
+    oldest = re.findall(r'data-cell="month:all:(\d{4}-\d{2})"', response.text)[0]
+    assert parsed.shown(f"month:all:{oldest}") == "0"
+    assert len({key for key in parsed.figures if key.startswith("month:all:")}) == 13
+    assert ">更早<" in response.text and "之前没有事件" not in response.text
+
+
+def test_only_leading_columns_of_published_zeros_are_left_out() -> None:
+    months = ("2024-01", "2024-02", "2024-03", "2024-04")
+
+    def shown(counts: dict[tuple[str, str], int], name: str = "month") -> tuple[str, ...]:
+        table = CountTable(("C1", "C2"), (EARLIER, *months), counts)
+        return shown_columns(name, disclose_tables({name: table}, 5)[name])
+
+    assert shown({("C1", "2024-02"): 7, ("C2", "2024-04"): 9}) == months[1:]
+    assert shown({("C1", EARLIER): 6, ("C2", "2024-04"): 9}) == (EARLIER, *months)
+    # No event at all: the last month stays, so that the table has a column.
+    assert shown({}) == ("2024-04",)
+    # A withheld total (3 events) is not known to be zero: it stays.
+    assert shown({("C1", "2024-01"): 2, ("C2", "2024-01"): 1, ("C2", "2024-03"): 9}) == months
+    # Other tables list every column.
+    assert shown({("C2", "2024-04"): 9}, name="category") == (EARLIER, *months)
+
+
+# With k = 5, C1's 3 sanitation and 2 fire-hazard events are both withheld (their row total, 5,
+# is published), beside C2's 8 and 9 in their columns: every figure of C1's category chart but
+# the zeros is withheld, while its status and month charts publish 5.
+SMALL_REPORTS = [
+    ("G1", "sanitation", 3),
+    ("G2", "fire_hazard", 2),
+    ("G3", "sanitation", 8),
+    ("G3", "fire_hazard", 9),
+    ("G3", "dispute", 10),
+    ("G4", "housing", 12),
+]
+ALL_WITHHELD_ZH = (
+    "该社区各类别的事件数或少于 5 件，或可据以推算出少于 5 件的数字，为保护个人信息均不予公布。"
+)
+
+
+async def test_a_chart_whose_every_figure_is_withheld_is_a_sentence(
+    db: Database, world: World, public: httpx.AsyncClient
+) -> None:
+    await report_all(db, SMALL_REPORTS)
+    response, parsed = await page(public, "/stats?community=C1")
+    html = response.text
+    withheld = check_withheld_everywhere(parsed, html)
+    assert withheld == {"category:C1:SANITATION", "category:C1:FIRE_HAZARD"}
+    # The sentence stands where the chart would, and no chart is drawn for it.
+    assert re.search(
+        rf'<p class="chart-withheld" id="chart-category"[^>]*>{ALL_WITHHELD_ZH}</p>', html
+    )
+    assert 'id="chart-category-title"' not in html
+    assert '<figure class="chart" id="chart-category">' not in html
+    # The table keeps its marks and zeros; the withheld figures appear nowhere else.
+    assert parsed.shown("category:C1:DISPUTE") == "0"
+    assert parsed.shown("events:C1") == "5"
+    for key in withheld:
+        assert [e.tag for e in parsed.figures[key]] == ["td"]
+    for number in (3, 2, 8, 9):
+        assert not re.search(rf">\s*{number}\s*<", html), number
+    # Charts with a published figure are drawn as before.
+    assert '<figure class="chart" id="chart-status">' in html
+    assert any(e.tag == "rect" for e in parsed.figures["status:C1:REPORTED"])
+    english = html_module.unescape((await public.get("/stats?community=C1&lang=en")).text)
+    assert (
+        "To protect privacy, none of this community's counts by category is published: "
+        "each is below 5, or could reveal one that is." in english
+    )
+    # The district view publishes the category totals, so its chart is drawn, and it withholds
+    # the same cells.
+    _, district = await page(public, "/stats")
+    assert district.withheld("category:C1:SANITATION")
+    assert district.withheld("category:C2:FIRE_HAZARD")
+    assert district.shown("category:all:SANITATION") == "11"
+    assert any(e.tag == "rect" for e in district.figures["category:all:SANITATION"])
+
+
+def test_a_chart_of_zeros_is_still_drawn_and_one_of_marks_is_not() -> None:
+    def t(key: str, **values: Any) -> str:
+        return key
+
+    zero = Shown("a", "0", False)
+    mark = Shown("b", "*", True)
+    none = Shown("c", "none", False)
+    assert chart("c", "title", [("a", zero, 0)], t, "note").svg is not None
+    withheld = chart("c", "title", [("a", zero, 0), ("b", mark, 7), ("c", none, None)], t, "note")
+    assert withheld.svg is None and withheld.withheld_note == "note"
+    drawn = chart("c", "title", [("a", Shown("a", "6", False), 6), ("b", mark, 3)], t, "note")
+    assert drawn.svg is not None and "7" not in drawn.svg
+
+
+async def test_averages_are_written_in_the_unit_their_caption_names(
+    db: Database, world: World, public: httpx.AsyncClient
+) -> None:
+    made = await report_all(db, REPORTS, ACCEPTED)
+    # Six of C2's accepted events take three days to resolve, C3's five two days.
+    async with db.transaction() as session:
+        for grid, count, days in (("G3", 6, 3), ("G4", 5, 2)):
+            for event_id in made[grid][:count]:
+                for action, department in (
+                    (Action.DISPATCH, "community_service"),
+                    (Action.START, None),
+                    (Action.RESOLVE, None),
+                ):
+                    event = await events.transition(
+                        session,
+                        event_id=event_id,
+                        action=action,
+                        actor="test",
+                        department_code=department,
+                    )
+                await session.execute(
+                    update(Event)
+                    .where(Event.id == event_id)
+                    .values(resolved_at=event.reported_at + timedelta(days=days))
+                )
+    response, parsed = await page(public, "/stats")
+    html = response.text
+    check_withheld_everywhere(parsed, html)
+    assert "各社区平均办结时间（天）" in html and "各社区平均响应时间（小时）" in html
+    assert "平均办结时间（小时）" not in html
+    # (6 x 3 + 5 x 2) / 11 days.
+    expected = {"resolution:C2": "3.0 天", "resolution:C3": "2.0 天", "resolution:all": "2.5 天"}
+    for key, text in expected.items():
+        assert parsed.shown(key) == text
+    # The chart writes each figure as the table does.
+    for key in ("resolution:C2", "resolution:C3"):
+        assert [e.text for e in parsed.figures[key] if e.tag == "text"] == [expected[key]]
+    assert parsed.shown("resolution:C1") == "无"
+    assert parsed.shown("response:C2") == "2.0 小时"
+    _, one = await page(public, "/stats?community=C3")
+    assert one.shown("resolution:C3") == "2.0 天" and one.shown("resolution:all") == "2.5 天"
+    response, english = await page(public, "/stats?lang=en")
+    assert "Average resolution time by community (days)" in response.text
+    assert english.shown("resolution:C2") == "3.0 days"
+    assert "Average response time by community (hours)" in response.text
+
+
+def test_one_unit_for_a_measure_from_its_published_averages() -> None:
+    def unit(*hours: float | None, withheld: int = 0) -> str:
+        means = {f"p{i}": Mean(None if h is None else h * 3600) for i, h in enumerate(hours)}
+        means |= {f"w{i}": Mean(None, suppressed=True) for i in range(withheld)}
+        overall = max((h for h in hours if h is not None), default=None)
+        return time_unit(
+            DisclosedMeans(means, Mean(None if overall is None else overall * 3600))
+        ).key
+
+    assert unit(0.2, 0.9) == "minutes"
+    assert unit(0.2, 1.5) == "hours"
+    assert unit(47.9) == "hours"
+    assert unit(10.0, 50.0) == "days"
+    assert unit(None, withheld=2) == "minutes"
 
 
 # --- the truth, for the line checks ---------------------------------------------------------------

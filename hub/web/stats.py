@@ -7,6 +7,11 @@ figures from one computation over all communities (`Figures`), suppressed togeth
 take it from the other. The figures are read through persisted operations as the public role,
 a fixed handful per computation (one more per 16 communities), and kept for a minute: the page
 is public, and each computation reads every event several times.
+
+On the district view the charts of district-wide figures come first and the per-community
+cross-tables start folded; the month table leaves out leading months without any event; a chart
+whose every figure is withheld gives way to a sentence saying so; each average is written in one
+unit per measure, which the chart's caption names.
 """
 
 from __future__ import annotations
@@ -286,9 +291,13 @@ class TableView:
 
 @dataclass(frozen=True, slots=True)
 class ChartView:
+    """A chart, or, when `svg` is None, the sentence (`withheld_note`) that stands in for a
+    chart whose every figure but the zeros is withheld."""
+
     id: str
     title: str
-    svg: Markup
+    svg: Markup | None
+    withheld_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +308,40 @@ class SectionView:
     heading: str
     charts: tuple[ChartView, ...]
     table: TableView
+    # The table starts folded away (<details>): the district view's cross-tables are a screen
+    # or more each on a phone, under charts of their district-wide totals.
+    folded: bool = False
+    # A sentence under the heading (which months the month table leaves out).
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeUnit:
+    """How averages are written: `stats.<key>` formats one, `stats.unit.<key>` names the unit."""
+
+    key: str
+    seconds: int
+    digits: int
+
+
+MINUTES = TimeUnit("minutes", 60, 0)
+HOURS = TimeUnit("hours", 3600, 1)
+DAYS = TimeUnit("days", 86400, 1)
+# Averages up to two days read best in hours; beyond that, in days.
+DAYS_FROM_SECONDS = 48 * 3600
+
+
+def time_unit(means: DisclosedMeans) -> TimeUnit:
+    """One unit for every average of a measure, on both pages, so that the chart's caption can
+    name it and the figures compare at a glance. Picked from the published averages only: a
+    withheld one must not shape what the page shows."""
+    published = [m.value for m in (*means.means.values(), means.overall) if m.value is not None]
+    largest = max(published, default=0.0)
+    if largest < HOURS.seconds:
+        return MINUTES
+    if largest < DAYS_FROM_SECONDS:
+        return HOURS
+    return DAYS
 
 
 def count_shown(figure: Figure, key: str) -> Shown:
@@ -307,20 +350,14 @@ def count_shown(figure: Figure, key: str) -> Shown:
     return Shown(key, f"{figure.value:,}", False)
 
 
-def mean_shown(mean: Mean, key: str, t: Translate) -> Shown:
+def mean_shown(mean: Mean, key: str, unit: TimeUnit, t: Translate) -> Shown:
     if mean.suppressed:
         return Shown(key, WITHHELD, True)
     if mean.value is None:
         return Shown(key, t("stats.no_data"), False)
-    return Shown(key, duration(mean.value, t), False)
-
-
-def duration(seconds: float, t: Translate) -> str:
-    if seconds < 3600:
-        return t("stats.minutes", n=f"{seconds / 60:.0f}")
-    if seconds < 48 * 3600:
-        return t("stats.hours", n=f"{seconds / 3600:.1f}")
-    return t("stats.days", n=f"{seconds / 86400:.1f}")
+    return Shown(
+        key, t(f"stats.{unit.key}", n=f"{mean.value / unit.seconds:.{unit.digits}f}"), False
+    )
 
 
 def chart(
@@ -328,8 +365,17 @@ def chart(
     title: str,
     bars: Sequence[tuple[str, Shown, float | None]],
     t: Translate,
+    withheld_note: str,
 ) -> ChartView:
-    """A bar per (label, figure, length); a withheld figure gets no bar, whatever its length."""
+    """A bar per (label, figure, length); a withheld figure gets no bar, whatever its length.
+
+    When every figure but the zeros is withheld, the chart would be labels and withheld marks:
+    `withheld_note` says so in a sentence instead (the table keeps its marks). Whether that
+    happens depends on the published figures and the marks alone, so it tells nothing more."""
+    if any(shown.withheld for _, shown, _ in bars) and not any(
+        not shown.withheld and value for _, shown, value in bars
+    ):
+        return ChartView(chart_id, title, None, withheld_note)
     drawn = [
         Bar(
             label=label,
@@ -345,11 +391,40 @@ def chart(
     return ChartView(chart_id, title, svg)
 
 
-def column_labels(name: str, table: DisclosedTable, t: Translate) -> list[str]:
+def all_withheld(scope: str, name: str, k: int, t: Translate) -> str:
+    """The sentence for a chart of `name` on the `scope` ("district" or "community") page with
+    every figure withheld. It restates the rule, not the figures: a withheld figure may be k or
+    more (withheld beside a smaller one), so "each is below k" would be false, and, where true,
+    would narrow down figures the rule hides."""
+    return t(f"stats.all_withheld.{scope}.{name}", k=k)
+
+
+def shown_columns(name: str, table: DisclosedTable) -> tuple[str, ...]:
+    """The columns a table lists. The month table leaves out its leading columns ("earlier",
+    then the oldest months) while no community has an event in them, so that a district with
+    a short history is not shown screens of zeros; the last month always stays. Only published
+    zeros go (a zero is never withheld), and both pages leave out the same ones, so nothing is
+    hidden that the zeros did not say, and every row still adds up to its total."""
+    columns = table.columns
+    if name != "month":
+        return columns
+    start = 0
+    while start < len(columns) - 1 and table.column_totals[columns[start]].value == 0:
+        start += 1
+    return columns[start:]
+
+
+def columns_note(name: str, table: DisclosedTable, shown: Sequence[str], t: Translate) -> str:
+    if name != "month" or shown[0] == table.columns[0]:
+        return ""
+    return t("stats.months_from", month=shown[0])
+
+
+def column_labels(name: str, columns: Sequence[str], t: Translate) -> list[str]:
     if name == "month":
-        return [t("stats.earlier") if c == EARLIER else c for c in table.columns]
+        return [t("stats.earlier") if c == EARLIER else c for c in columns]
     labels = []
-    for column in table.columns:
+    for column in columns:
         try:
             labels.append(t(f"stats.{name}.{column}"))
         except KeyError:  # a value added to the schema after this page's words
@@ -377,6 +452,7 @@ def district_sections(figures: Figures, t: Translate) -> list[SectionView]:
                         for c, shown in zip(communities, totals, strict=True)
                     ],
                     t,
+                    all_withheld("district", "communities", figures.k, t),
                 ),
             ),
             TableView(
@@ -390,15 +466,16 @@ def district_sections(figures: Figures, t: Translate) -> list[SectionView]:
     ]
     for name in ("category", "status", "month"):
         table = figures.tables[name]
-        labels = column_labels(name, table, t)
-        margins = [count_shown(table.column_totals[c], f"{name}:all:{c}") for c in table.columns]
+        shown = shown_columns(name, table)
+        labels = column_labels(name, shown, t)
+        margins = [count_shown(table.column_totals[c], f"{name}:all:{c}") for c in shown]
         rows = tuple(
             (
                 community.name,
                 (
                     *(
                         count_shown(table.cell(community.code, c), f"{name}:{community.code}:{c}")
-                        for c in table.columns
+                        for c in shown
                     ),
                     total,
                 ),
@@ -406,15 +483,23 @@ def district_sections(figures: Figures, t: Translate) -> list[SectionView]:
             for community, total in zip(communities, totals, strict=True)
         )
         bars = [
-            (label, shown, table.column_totals[column].value)
-            for label, shown, column in zip(labels, margins, table.columns, strict=True)
+            (label, figure, table.column_totals[column].value)
+            for label, figure, column in zip(labels, margins, shown, strict=True)
             if column != EARLIER
         ]
         sections.append(
             SectionView(
                 name,
                 t(f"stats.by_{name}"),
-                (chart(f"chart-{name}", t(f"stats.by_{name}"), bars, t),),
+                (
+                    chart(
+                        f"chart-{name}",
+                        t(f"stats.by_{name}"),
+                        bars,
+                        t,
+                        all_withheld("district", name, figures.k, t),
+                    ),
+                ),
                 TableView(
                     t(f"stats.by_{name}_table"),
                     t("stats.community_label"),
@@ -422,6 +507,8 @@ def district_sections(figures: Figures, t: Translate) -> list[SectionView]:
                     rows,
                     (all_label, (*margins, grand)),
                 ),
+                folded=True,
+                note=columns_note(name, table, shown, t),
             )
         )
     sections.append(times_section(figures, communities, t, with_charts=True))
@@ -434,18 +521,27 @@ def community_sections(figures: Figures, code: str, t: Translate) -> list[Sectio
     sections = []
     for name in ("category", "status", "month"):
         table = figures.tables[name]
-        labels = column_labels(name, table, t)
-        cells = [count_shown(table.cell(code, c), f"{name}:{code}:{c}") for c in table.columns]
+        shown = shown_columns(name, table)
+        labels = column_labels(name, shown, t)
+        cells = [count_shown(table.cell(code, c), f"{name}:{code}:{c}") for c in shown]
         bars = [
-            (label, shown, table.cell(code, column).value)
-            for label, shown, column in zip(labels, cells, table.columns, strict=True)
+            (label, cell, table.cell(code, column).value)
+            for label, cell, column in zip(labels, cells, shown, strict=True)
             if column != EARLIER
         ]
         sections.append(
             SectionView(
                 name,
                 t(f"stats.by_{name}"),
-                (chart(f"chart-{name}", t(f"stats.by_{name}"), bars, t),),
+                (
+                    chart(
+                        f"chart-{name}",
+                        t(f"stats.by_{name}"),
+                        bars,
+                        t,
+                        all_withheld("community", name, figures.k, t),
+                    ),
+                ),
                 TableView(
                     t(f"stats.by_{name}"),
                     t(f"stats.{name}_header"),
@@ -453,6 +549,7 @@ def community_sections(figures: Figures, code: str, t: Translate) -> list[Sectio
                     tuple((label, (cell,)) for label, cell in zip(labels, cells, strict=True)),
                     (t("stats.total"), (total,)),
                 ),
+                note=columns_note(name, table, shown, t),
             )
         )
     community = next(c for c in figures.communities if c.code == code)
@@ -463,29 +560,33 @@ def community_sections(figures: Figures, code: str, t: Translate) -> list[Sectio
 def times_section(
     figures: Figures, communities: Sequence[Community], t: Translate, *, with_charts: bool
 ) -> SectionView:
-    """The averages of `communities`, and over all communities."""
+    """The averages of `communities`, and over all communities, each measure in one unit."""
+    measures = (("response", figures.response), ("resolution", figures.resolution))
+    units = {name: time_unit(means) for name, means in measures}
     rows = []
     charted: dict[str, list[tuple[str, Shown, float | None]]] = {"response": [], "resolution": []}
     for community in communities:
         shown = []
-        for name, means in (("response", figures.response), ("resolution", figures.resolution)):
+        for name, means in measures:
             mean = means.means[community.code]
-            cell = mean_shown(mean, f"{name}:{community.code}", t)
-            hours = None if mean.value is None else mean.value / 3600
-            charted[name].append((community.name, cell, hours))
+            cell = mean_shown(mean, f"{name}:{community.code}", units[name], t)
+            # Bars are drawn to scale in seconds; only their lengths' ratios matter.
+            charted[name].append((community.name, cell, mean.value))
             shown.append(cell)
         rows.append((community.name, tuple(shown)))
-    overall = (
-        mean_shown(figures.response.overall, "response:all", t),
-        mean_shown(figures.resolution.overall, "resolution:all", t),
+    overall = tuple(
+        mean_shown(means.overall, f"{name}:all", units[name], t) for name, means in measures
     )
-    charts = (
-        (
-            chart("chart-response", t("stats.response_chart"), charted["response"], t),
-            chart("chart-resolution", t("stats.resolution_chart"), charted["resolution"], t),
+    charts = tuple(
+        chart(
+            f"chart-{name}",
+            t(f"stats.{name}_chart", unit=t(f"stats.unit.{units[name].key}")),
+            charted[name],
+            t,
+            all_withheld("district", name, figures.k, t),
         )
+        for name, _ in measures
         if with_charts
-        else ()
     )
     return SectionView(
         "times",
