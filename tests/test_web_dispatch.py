@@ -13,7 +13,7 @@ from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -31,9 +31,9 @@ from tests.policy_clients import SUPERUSER, credentials, token, write_policy_dir
 from tests.world import DEPARTMENTS, World
 
 REPORT = """
-mutation($title: String!, $grid: String!) {
+mutation($title: String!, $grid: String!, $description: String! = "") {
   reportEvent(input: {category: FIRE_HAZARD, severity: HIGH, title: $title, gridCode: $grid,
-                      reporterSystem: "test"}) { id code }
+                      description: $description, reporterSystem: "test"}) { id code }
 }"""
 ACCEPT = "mutation($id: ID!) { acceptEvent(id: $id) { status } }"
 DISPATCH = 'mutation($id: ID!) { dispatchEvent(id: $id, departmentCode: "health") { status } }'
@@ -50,7 +50,8 @@ query($code: String!) {
 
 
 class BoardRows(HTMLParser):
-    """The rows of table#board: each row's attributes, its text and the forms in it."""
+    """The rows of table#board: each row's attributes, its text, the forms in it and its
+    forms' hidden fields (name: value)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,9 +65,17 @@ class BoardRows(HTMLParser):
         if tag == "table" and attributes.get("id") == "board":
             self._in_board = True
         elif self._in_board and tag == "tr" and "data-event-code" in attributes:
-            self._row = {"attrs": attributes, "text": "", "forms": [], "options": []}
+            self._row = {
+                "attrs": attributes,
+                "text": "",
+                "forms": [],
+                "options": [],
+                "hidden": {},
+            }
         elif self._row is not None and tag == "form":
             self._row["forms"].append(attributes)
+        elif self._row is not None and tag == "input" and attributes.get("type") == "hidden":
+            self._row["hidden"][attributes.get("name")] = attributes.get("value", "")
         elif self._row is not None and tag == "option":
             self._row["options"].append(attributes.get("value"))
 
@@ -129,8 +138,21 @@ async def gql(api: httpx.AsyncClient, query: str, **variables: Any) -> dict[str,
     return body["data"]
 
 
-async def report(api: httpx.AsyncClient, grid: str, title: str = "楼道堆物") -> dict[str, str]:
-    return (await gql(api, REPORT, title=title, grid=grid))["reportEvent"]
+async def report(
+    api: httpx.AsyncClient, grid: str, title: str = "楼道堆物", description: str = ""
+) -> dict[str, str]:
+    return (await gql(api, REPORT, title=title, grid=grid, description=description))["reportEvent"]
+
+
+async def set_deadline(db: Database, code: str, hours: float) -> None:
+    """Move an event's deadline to `hours` from now: the API refuses a deadline in the past,
+    so the clock "moves" in the database instead."""
+    async with db.transaction() as session:
+        await session.execute(
+            update(Event)
+            .where(Event.code == code)
+            .values(deadline=utcnow() + timedelta(hours=hours))
+        )
 
 
 async def event_of(api: httpx.AsyncClient, code: str) -> dict[str, Any]:
@@ -158,14 +180,15 @@ async def board(http: httpx.AsyncClient, path: str = "/dispatch") -> str:
 
 
 async def post_action(
-    http: httpx.AsyncClient, code: str, action: str, **fields: str
+    http: httpx.AsyncClient, code: str, action: str, path: str = "/dispatch", **fields: str
 ) -> httpx.Response:
-    """Submit the row's form as a browser would: with the board's CSRF token and the version
-    the row shows (unless the test gives its own)."""
-    html = await board(http)
+    """Submit the row's form as a browser would, from the board at `path`: with its hidden
+    fields (CSRF token, the version the row shows, return_to, next_code) unless the test gives
+    its own."""
+    html = await board(http, path)
     data = {"csrf_token": csrf_in(html)}
     if any(r["attrs"]["data-event-code"] == code for r in rows_of(html)):
-        data["version"] = row_of(html, code)["attrs"]["data-version"]
+        data.update(row_of(html, code)["hidden"])
     data.update(fields)
     return await http.post(f"/dispatch/events/{code}/{action}", data=data)
 
@@ -175,6 +198,17 @@ def flash_of(response: httpx.Response) -> dict[str, list[str]]:
     location = response.headers["location"]
     assert location.startswith("/dispatch?"), location
     return parse_qs(urlsplit(location).query)
+
+
+def anchor_of(response: httpx.Response) -> str:
+    return urlsplit(response.headers["location"]).fragment
+
+
+async def follow(http: httpx.AsyncClient, response: httpx.Response, **extra: str) -> str:
+    """The board a redirect lands on (with `extra` query parameters, e.g. lang)."""
+    parts = urlsplit(response.headers["location"])
+    query = "&".join(q for q in (parts.query, urlencode(extra)) if q)
+    return await board(http, f"{parts.path}?{query}")
 
 
 # --- who may see the board -------------------------------------------------------------------
@@ -272,18 +306,8 @@ async def test_overdue_events_stand_out_in_words_too(
     browser: httpx.AsyncClient, api: httpx.AsyncClient, settings: Settings, db: Database
 ) -> None:
     late, on_time = await report(api, "G1"), await report(api, "G2")
-    # The API refuses a deadline in the past, so the clock "moves" in the database instead.
-    async with db.transaction() as session:
-        await session.execute(
-            update(Event)
-            .where(Event.code == late["code"])
-            .values(deadline=utcnow() - timedelta(hours=2))
-        )
-        await session.execute(
-            update(Event)
-            .where(Event.code == on_time["code"])
-            .values(deadline=utcnow() + timedelta(hours=2))
-        )
+    await set_deadline(db, late["code"], -2)
+    await set_deadline(db, on_time["code"], 2)
     await sign_in(browser, token(settings, "dispatcher"))
     html = await board(browser, "/dispatch?lang=en")
     late_row, on_time_row = row_of(html, late["code"]), row_of(html, on_time["code"])
@@ -316,7 +340,7 @@ async def test_each_row_offers_only_what_its_status_allows(
     assert set(dispatch_row["options"]) == {"", *(code for code, _, _ in DEPARTMENTS)}
     # Every field has its label, and every form its CSRF token.
     for field in ("dept", "deadline", "note"):
-        assert f'<label for="{field}-{accepted["code"]}">' in html
+        assert re.search(rf'<label [^>]*for="{field}-{accepted["code"]}">', html)
         assert f'id="{field}-{accepted["code"]}"' in html
     assert html.count('name="csrf_token"') >= 4
 
@@ -396,9 +420,9 @@ async def test_accept_and_dispatch_through_the_board(
     accepted = await post_action(browser, code, "accept")
     assert flash_of(accepted) == {"done": ["accept"], "code": [code]}
     assert (await event_of(api, code))["status"] == "ACCEPTED"
-    page = await browser.get(accepted.headers["location"] + "&lang=en")
-    assert f'role="status" id="board-flash">Event {code} was accepted.</p>' in page.text
-    assert form_classes(row_of(page.text, code)) == {"dispatch"}
+    page = await follow(browser, accepted, lang="en")
+    assert f'role="status" id="board-flash">Event {code} was accepted.</p>' in page
+    assert form_classes(row_of(page, code)) == {"dispatch"}
 
     dispatched = await post_action(
         browser,
@@ -458,10 +482,8 @@ async def test_refusals_come_back_to_the_board_as_alerts(
         f"/dispatch/events/{code}/dispatch", data={"csrf_token": csrf, "departmentCode": "health"}
     )
     assert flash_of(refused) == {"error": ["invalid_transition"], "code": [code]}
-    page = await browser.get(refused.headers["location"] + "&lang=en")
-    alert = re.search(
-        r'<p class="error flash" role="alert" id="board-error">([^<]+)</p>', page.text
-    )
+    page = await follow(browser, refused, lang="en")
+    alert = re.search(r'<p class="error flash" role="alert" id="board-error">([^<]+)</p>', page)
     assert alert is not None
     assert alert.group(1).startswith(f"Event {code}: The event&#39;s status no longer allows")
 
@@ -481,18 +503,6 @@ async def test_refusals_come_back_to_the_board_as_alerts(
     assert flash_of(stale) == {"error": ["conflict"], "code": [code]}
     assert (await event_of(api, code))["status"] == "ACCEPTED"
 
-    no_department = await post_action(browser, code, "dispatch", departmentCode="")
-    assert flash_of(no_department)["error"] == ["bad_input"]
-    past = await post_action(
-        browser, code, "dispatch", departmentCode="health", deadline="2001-01-01T00:00"
-    )
-    assert flash_of(past)["error"] == ["bad_input"]
-    nonsense = await post_action(
-        browser, code, "dispatch", departmentCode="health", deadline="tomorrow"
-    )
-    assert flash_of(nonsense)["error"] == ["bad_input"]
-    unknown_department = await post_action(browser, code, "dispatch", departmentCode="nope")
-    assert flash_of(unknown_department)["error"] == ["bad_input"]
     assert (await event_of(api, code))["status"] == "ACCEPTED"
 
 
@@ -508,6 +518,320 @@ async def test_a_crafted_link_cannot_put_words_on_the_board(
         html = await board(browser, f"/dispatch?{query}")
         assert 'id="board-flash"' not in html and 'id="board-error"' not in html
         assert "call 110" not in html
+
+
+@pytest.mark.parametrize(
+    ("deadline", "department", "note", "message", "english"),
+    [
+        ("2001-01-01T00:00", "health", "", "bad_deadline", "The deadline must be a time in the"),
+        ("tomorrow", "health", "", "bad_deadline", "The deadline must be a time in the"),
+        ("2031-01-01T00:00", "", "", "bad_department", "Choose the department from the list."),
+        ("2031-01-01T00:00", "nope", "", "bad_department", "Choose the department from the"),
+        ("", "health", "铃声\x07", "bad_note", "The note contains characters that are not"),
+    ],
+)
+async def test_a_refused_dispatch_says_which_field_is_wrong(
+    browser: httpx.AsyncClient,
+    api: httpx.AsyncClient,
+    settings: Settings,
+    deadline: str,
+    department: str,
+    note: str,
+    message: str,
+    english: str,
+) -> None:
+    """The API's BAD_USER_INPUT names the argument it refused (extensions.field): a past
+    deadline is not reported as a missing department."""
+    event = await report(api, "G1")
+    code = event["code"]
+    await gql(api, ACCEPT, id=event["id"])
+    await sign_in(browser, token(settings, "dispatcher"))
+    refused = await post_action(
+        browser, code, "dispatch", departmentCode=department, deadline=deadline, note=note
+    )
+    assert flash_of(refused) == {"error": [message], "code": [code]}
+    page = await follow(browser, refused, lang="en")
+    alert = re.search(r'role="alert" id="board-error">([^<]+)</p>', page)
+    assert alert is not None and english in unescape(alert.group(1))
+    assert (await event_of(api, code))["status"] == "ACCEPTED"
+
+
+# --- coming back to where the user was -----------------------------------------------------
+
+
+async def test_an_action_comes_back_to_the_same_view_and_row(
+    browser: httpx.AsyncClient, api: httpx.AsyncClient, settings: Settings, db: Database
+) -> None:
+    first, second, third = [await report(api, g, f"超时{g}") for g in ("G1", "G2", "G3")]
+    for event in (first, second, third):
+        await set_deadline(db, event["code"], -1)
+    await sign_in(browser, token(settings, "dispatcher"))
+    html = await board(browser, "/dispatch?overdue=1")
+    # Newest first: third, second, first. Each form knows its view and the row below it.
+    assert codes_of(html)[:3] == [third["code"], second["code"], first["code"]]
+    hidden = row_of(html, second["code"])["hidden"]
+    assert hidden["return_to"] == "/dispatch?overdue=1"
+    assert hidden["next_code"] == first["code"]
+    assert row_of(html, first["code"])["hidden"]["next_code"] == second["code"]  # the last
+    assert f'id="event-{second["code"]}"' in html
+
+    # Accepted, the event is still overdue: back to the overdue view, at its row.
+    accepted = await post_action(browser, second["code"], "accept", "/dispatch?overdue=1")
+    location = accepted.headers["location"]
+    assert flash_of(accepted) == {"overdue": ["1"], "done": ["accept"], "code": [second["code"]]}
+    assert anchor_of(accepted) == f"event-{second['code']}"
+    assert location.startswith("/dispatch?overdue=1&")
+    assert second["code"] in codes_of(await follow(browser, accepted))
+
+    # Dispatched with a new deadline, it is no longer overdue and leaves this view: back to
+    # the row that followed it.
+    dispatched = await post_action(
+        browser,
+        second["code"],
+        "dispatch",
+        "/dispatch?overdue=1",
+        departmentCode="health",
+        deadline="2031-01-01T00:00",
+    )
+    assert flash_of(dispatched) == {
+        "overdue": ["1"],
+        "done": ["dispatch"],
+        "code": [second["code"]],
+    }
+    assert anchor_of(dispatched) == f"event-{first['code']}"
+    assert second["code"] not in codes_of(await follow(browser, dispatched))
+
+    # A refusal comes back to the same view and row too.
+    refused = await post_action(browser, third["code"], "dispatch", "/dispatch?overdue=1")
+    assert flash_of(refused)["overdue"] == ["1"]
+    assert anchor_of(refused) == f"event-{third['code']}"
+
+    # On the all-open view the page cursor is kept as well.
+    kept = await post_action(
+        browser, third["code"], "accept", return_to="/dispatch?after=QUJD-_x", next_code="x"
+    )
+    assert flash_of(kept) == {"after": ["QUJD-_x"], "done": ["accept"], "code": [third["code"]]}
+    assert anchor_of(kept) == f"event-{third['code']}"
+
+
+@pytest.mark.parametrize(
+    "return_to",
+    [
+        "https://evil.example/dispatch?overdue=1",
+        "//evil.example/dispatch",
+        "/\\evil.example/dispatch",
+        "javascript:alert(1)",
+        "/signout",
+        "/dispatch/../signin?next=https://evil.example",
+        "/dispatch/events/EV1/accept",
+        "/dispatch?overdue=1&next=https://evil.example&lang=en",
+        '/dispatch?after="><script>alert(1)</script>',
+        "/dispatch?" + "a=1&" * 50,
+        "",
+    ],
+)
+async def test_return_to_only_ever_leads_back_to_the_board(
+    browser: httpx.AsyncClient, api: httpx.AsyncClient, settings: Settings, return_to: str
+) -> None:
+    """return_to is read as a view of the board, and the redirect is built anew from it: no
+    other path, host or query parameter can get through (no open redirect)."""
+    event = await report(api, "G1")
+    await sign_in(browser, token(settings, "dispatcher"))
+    response = await post_action(
+        browser, event["code"], "accept", return_to=return_to, next_code='"><b>'
+    )
+    parts = urlsplit(response.headers["location"])
+    assert (parts.scheme, parts.netloc, parts.path) == ("", "", "/dispatch")
+    params = parse_qs(parts.query)
+    assert set(params) <= {"overdue", "after", "done", "code"}
+    assert params["done"] == ["accept"]
+    assert params.get("overdue", ["1"]) == ["1"]
+    assert "after" not in params
+    # Not overdue, the event is not in the overdue view: the row after it would be the anchor,
+    # but the next_code sent is no event code.
+    expected = "" if "overdue" in params else f"event-{event['code']}"
+    assert parts.fragment == expected
+
+
+async def test_a_bad_next_code_is_no_anchor(
+    browser: httpx.AsyncClient, api: httpx.AsyncClient, settings: Settings, db: Database
+) -> None:
+    event = await report(api, "G1")
+    await gql(api, ACCEPT, id=event["id"])
+    await set_deadline(db, event["code"], -1)
+    await sign_in(browser, token(settings, "dispatcher"))
+    response = await post_action(
+        browser,
+        event["code"],
+        "dispatch",
+        "/dispatch?overdue=1",
+        departmentCode="health",
+        deadline="2031-01-01T00:00",
+        next_code="<b>x</b>",
+    )
+    assert flash_of(response)["done"] == ["dispatch"]
+    assert anchor_of(response) == ""
+
+
+# --- overdue events stand out --------------------------------------------------------------
+
+
+def overdue_banner(html: str) -> re.Match[str] | None:
+    return re.search(r'<p id="board-overdue"([^>]*)><strong id="board-overdue-text">([^<]*)<', html)
+
+
+async def test_the_overdue_count_heads_the_board(
+    browser: httpx.AsyncClient, api: httpx.AsyncClient, settings: Settings, db: Database
+) -> None:
+    await sign_in(browser, token(settings, "community_admin", grids=["C1"]))
+    await report(api, "G1")
+    # None overdue: the banner is there for board.js, hidden.
+    banner = overdue_banner(await board(browser))
+    assert banner is not None and "hidden" in banner.group(1)
+
+    late = [await report(api, grid) for grid in ("G1", "G2")]
+    elsewhere = await report(api, "G3")  # another community's: not counted
+    resolved = await report(api, "G1")  # past its deadline, but no longer open
+    for event in (*late, elsewhere, resolved):
+        await set_deadline(db, event["code"], -1)
+    for query in (ACCEPT, DISPATCH, START, RESOLVE):
+        await gql(api, query, id=resolved["id"])
+
+    html = await board(browser)
+    banner = overdue_banner(html)
+    assert banner is not None
+    assert "hidden" not in banner.group(1) and 'role="status"' in banner.group(1)
+    assert banner.group(2) == "2 件事件已超时"
+    # It comes before the table, with a link to the overdue view; the filter link counts too.
+    assert html.index('id="board-overdue"') < html.index('id="board"')
+    assert re.search(
+        r'id="board-overdue-text">[^<]*</strong> — <a href="/dispatch\?overdue=1">', html
+    )
+    assert re.search(
+        r'<a href="/dispatch\?overdue=1" id="board-overdue-filter"[^>]*>仅超时（2）</a>', html
+    )
+    assert 'data-overdue-total="2"' in html
+
+    english = await board(browser, "/dispatch?lang=en")
+    banner = overdue_banner(english)
+    assert banner is not None and banner.group(2) == "2 events are overdue"
+    assert ">Overdue only (2)</a>" in english
+
+    # The overdue view needs no banner; its filter link still counts.
+    overdue_view = await board(browser, "/dispatch?overdue=1&lang=zh-CN")
+    assert 'id="board-overdue"' not in overdue_view
+    assert "仅超时（2）" in overdue_view
+    assert set(codes_of(overdue_view)) == {event["code"] for event in late}
+
+    await gql(api, REJECT, id=late[0]["id"])
+    banner = overdue_banner(await board(browser, "/dispatch?lang=en"))
+    assert banner is not None and banner.group(2) == "1 event is overdue"
+
+
+# --- what each row shows and how ----------------------------------------------------------
+
+
+async def test_a_row_shows_the_description_in_a_details(
+    browser: httpx.AsyncClient, api: httpx.AsyncClient, settings: Settings
+) -> None:
+    described = await report(
+        api, "G1", "楼道堆物", description="三楼楼道堆满纸箱，\n<img src=x onerror=alert(1)>"
+    )
+    bare = await report(api, "G2")
+    await sign_in(browser, token(settings, "dispatcher"))
+    html = await board(browser, "/dispatch?lang=en")
+    row = row_of(html, described["code"])
+    assert "三楼楼道堆满纸箱" in row["text"]
+    title_cell = re.search(
+        rf'id="event-{described["code"]}".*?<td data-field="title"[^>]*>(.*?)</td>', html, re.S
+    )
+    assert title_cell is not None
+    cell = title_cell.group(1)
+    assert "<span data-title>楼道堆物</span>" in cell
+    assert '<details class="event-description">' in cell
+    assert (
+        f'<summary>Description<span class="visually-hidden" data-code-text> {described["code"]}</span></summary>'
+        in cell
+    )
+    assert "&lt;img src=x onerror=alert(1)&gt;" in cell
+    assert "<img src=x" not in html
+    # No description: the (empty) details is there for board.js, hidden.
+    bare_cell = re.search(
+        rf'id="event-{bare["code"]}".*?<td data-field="title"[^>]*>(.*?)</td>', html, re.S
+    )
+    assert bare_cell is not None
+    assert '<details class="event-description" hidden>' in bare_cell.group(1)
+
+
+async def test_a_row_keeps_the_deadline_and_note_behind_more_options(
+    browser: httpx.AsyncClient, api: httpx.AsyncClient, settings: Settings
+) -> None:
+    event = await report(api, "G1")
+    await gql(api, ACCEPT, id=event["id"])
+    await sign_in(browser, token(settings, "dispatcher"))
+    html = await board(browser)
+    code = event["code"]
+    form = re.search(
+        rf'<form class="dispatch" method="post" action="/dispatch/events/{code}/dispatch">(.*?)</form>',
+        html,
+        re.S,
+    )
+    assert form is not None
+    main, _, more = form.group(1).partition('<details class="dispatch-more">')
+    # The department and the button show in the row; the rest waits in the <details>.
+    assert f'id="dept-{code}"' in main and 'type="submit"' in main
+    assert f'id="deadline-{code}"' in more and f'id="note-{code}"' in more
+    assert "<summary>更多选项" in more
+    assert f'id="deadline-{code}"' not in main and f'id="note-{code}"' not in main
+
+
+async def test_the_scrolling_table_is_a_named_region(
+    browser: httpx.AsyncClient, settings: Settings
+) -> None:
+    await sign_in(browser, token(settings, "dispatcher"))
+    html = await board(browser, "/dispatch?lang=en")
+    assert re.search(
+        r'<div class="table-scroll" role="region" tabindex="0" aria-label="[^"]+">\s*<table id="board"',
+        html,
+    )
+
+
+async def test_the_assets_carry_the_live_highlight_and_the_overdue_count(
+    browser: httpx.AsyncClient,
+) -> None:
+    """board.js's live behaviour runs in tests/test_browser_pages.py; here, that the shipped
+    assets have it: a class for rows that arrive live, removed again, and no inline style."""
+    script = (await browser.get("/static/board.js")).text
+    styles = (await browser.get("/static/board.css")).text
+    assert 'classList.add("arrived")' in script and 'classList.remove("arrived")' in script
+    assert "tr.arrived" in styles
+    assert ".style" not in script and "innerHTML" not in script
+    assert "board-overdue-text" in script and "next_code" in script
+
+
+# --- sign-in with a role the credential does not carry -------------------------------------
+
+
+async def test_signing_in_with_a_role_the_credential_lacks_says_so(
+    browser: httpx.AsyncClient, settings: Settings
+) -> None:
+    form = await browser.get("/signin?lang=en")
+    csrf = csrf_in(form.text)
+    wrong_role = await browser.post(
+        "/signin",
+        data={"csrf_token": csrf, "credential": token(settings, "dispatcher"), "role": "auditor"},
+    )
+    assert wrong_role.status_code == 401
+    assert "This credential does not carry that role." in wrong_role.text
+    assert "not valid or has expired" not in wrong_role.text
+    # A credential that does not verify says only that, whatever the role typed.
+    bad = await browser.post(
+        "/signin", data={"csrf_token": csrf, "credential": "not-a-token", "role": "auditor"}
+    )
+    assert bad.status_code == 401
+    assert "The credential is not valid or has expired." in bad.text
+    assert "does not carry that role" not in bad.text
+    assert (await browser.get("/dispatch")).status_code == 303
 
 
 # --- the board's copy of the state machine -------------------------------------------------

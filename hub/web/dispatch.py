@@ -3,7 +3,10 @@
 The board lists the open events in the signed-in viewer's scope, newest first, through a
 persisted query run as that viewer, so it shows exactly what the viewer's own GraphQL schema and
 row scope show. Accept and dispatch are plain forms (CSRF token, same Origin) that run their
-mutation as the viewer and come back to the board with a message in the query string.
+mutation as the viewer and come back to the board with a message in the query string: to the
+same view (the overdue filter and the page, from the form's `return_to`, which can name nothing
+but the board) and scrolled to the event's row, or to the row that followed it when the action
+took the event out of that view.
 Live updates come from hub/web/static/board.js, which subscribes to `eventChanged` over a
 WebSocket authenticated by the session cookie (hub.api.http.GraphQLView.identify); everything it
 needs (the subscription document, words, action URLs, the CSRF token) is in the page's data-
@@ -21,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -80,16 +83,51 @@ ERROR_MESSAGES = {
     "CONFLICT": "conflict",
     "BAD_USER_INPUT": "bad_input",
 }
+# A BAD_USER_INPUT names the argument it refused (extensions.field): the message for each of
+# the form's fields, so that a past deadline is not reported as a missing department.
+FIELD_MESSAGES = {
+    "departmentCode": "bad_department",
+    "deadline": "bad_deadline",
+    "note": "bad_note",
+}
 FAILED = "failed"
+MESSAGES = frozenset({*ERROR_MESSAGES.values(), *FIELD_MESSAGES.values(), FAILED})
 # Event codes are EVyyyymmdd + 6 letters; anything else in a URL or a message is refused.
 EVENT_CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# A page cursor is unpadded URL-safe base64 (hub.pagination); the API checks the rest.
+CURSOR = re.compile(r"[A-Za-z0-9_-]{1,512}")
 NOTE_CHARS = 500
+BOARD_PATH = "/dispatch"
 
 
 class ActionRefused(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What the board shows: all open events or the overdue ones, from a page cursor on."""
+
+    overdue_only: bool = False
+    after: str | None = None
+
+    def params(self) -> dict[str, str]:
+        params = {"overdue": "1"} if self.overdue_only else {}
+        if self.after is not None:
+            params["after"] = self.after
+        return params
+
+    def path(self) -> str:
+        params = self.params()
+        return f"{BOARD_PATH}?{urlencode(params)}" if params else BOARD_PATH
+
+    def holds(self, event: Mapping[str, Any]) -> bool:
+        """Whether an event as a mutation left it still belongs in this view."""
+        return event.get("status") in OPEN_STATUSES and (
+            not self.overdue_only or bool(event.get("overdue"))
+        )
 
 
 def routes(site: Site) -> list[BaseRoute]:
@@ -99,19 +137,20 @@ def routes(site: Site) -> list[BaseRoute]:
             return signed_in
         overdue_only = request.query_params.get("overdue") == "1"
         after = request.query_params.get("after") or None
-        event_filter: dict[str, Any] = {"status": list(OPEN_STATUSES)}
-        if overdue_only:
-            event_filter["overdue"] = True
+        overdue_filter: dict[str, Any] = {"status": list(OPEN_STATUSES), "overdue": True}
+        event_filter = overdue_filter if overdue_only else {"status": list(OPEN_STATUSES)}
         try:
             data = await site.query(
-                "BoardEvents", {"filter": event_filter, "after": after}, viewer=signed_in.viewer
+                "BoardEvents",
+                {"filter": event_filter, "overdueFilter": overdue_filter, "after": after},
+                viewer=signed_in.viewer,
             )
         except QueryFailed as exc:
             if after is not None and exc.code == "BAD_USER_INPUT":
                 # A damaged or stale `after` cursor in the URL.
                 return site.error(request, 400, "error.bad_request")
             raise
-        return _render(site, request, data, overdue_only=overdue_only, after=after)
+        return _render(site, request, data, View(overdue_only, after))
 
     def act(action: BoardAction) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -124,14 +163,20 @@ def routes(site: Site) -> list[BaseRoute]:
             if isinstance(signed_in, Response):
                 return signed_in
             form = await site.checked_form(request)
+            view = _view_of(_text(form, "return_to"))
             code = request.path_params["code"]
             if not EVENT_CODE.fullmatch(code):
-                return _back(error=ERROR_MESSAGES["NOT_FOUND"])
+                return _back(view, error=ERROR_MESSAGES["NOT_FOUND"])
             try:
-                await _run(site, signed_in, action, code, form)
+                event = await _run(site, signed_in, action, code, form)
             except ActionRefused as refused:
-                return _back(error=refused.message, code=code)
-            return _back(done=action.name, code=code)
+                return _back(view, error=refused.message, code=code, anchor=code)
+            anchor: str | None = code
+            if not view.holds(event):
+                # Gone from this view on reload: land on the row that followed it instead.
+                following = _text(form, "next_code")
+                anchor = following if EVENT_CODE.fullmatch(following) else None
+            return _back(view, done=action.name, code=code, anchor=anchor)
 
         return endpoint
 
@@ -146,9 +191,9 @@ def routes(site: Site) -> list[BaseRoute]:
 
 async def _run(
     site: Site, signed_in: SignedIn, action: BoardAction, code: str, form: FormData
-) -> None:
-    """Run `action` on the event `code` as the signed-in viewer; ActionRefused with the
-    board's message when the API (or the form) refuses it."""
+) -> dict[str, Any]:
+    """Run `action` on the event `code` as the signed-in viewer and return the event as it
+    left it; ActionRefused with the board's message when the API (or the form) refuses it."""
     viewer = signed_in.viewer
     try:
         found = (await site.query("BoardEventRef", {"code": code}, viewer=viewer))["event"]
@@ -162,19 +207,29 @@ async def _run(
         variables: dict[str, Any] = {"id": found["id"], "note": _text(form, "note")[:NOTE_CHARS]}
         if action.name == "dispatch":
             variables.update(_dispatch_input(form))
-        await site.query(action.operation, variables, viewer=viewer)
+        done = await site.query(action.operation, variables, viewer=viewer)
     except QueryFailed as exc:
-        message = ERROR_MESSAGES.get(exc.code)
-        if message is None:
+        message = _message_of(exc)
+        if message == FAILED:
             log.warning("board %s of %s refused: %s %s", action.name, code, exc.code, exc)
-            message = FAILED
         raise ActionRefused(message) from exc
+    return dict(done[action.mutation])
+
+
+def _message_of(failed: QueryFailed) -> str:
+    """The board's message for a refusal: for bad input, the one of the field it names."""
+    if failed.code == "BAD_USER_INPUT":
+        for error in failed.errors:
+            field = (getattr(error, "extensions", None) or {}).get("field")
+            if field in FIELD_MESSAGES:
+                return FIELD_MESSAGES[field]
+    return ERROR_MESSAGES.get(failed.code, FAILED)
 
 
 def _dispatch_input(form: FormData) -> dict[str, Any]:
     department = _text(form, "departmentCode")
     if not department:
-        raise ActionRefused(ERROR_MESSAGES["BAD_USER_INPUT"])
+        raise ActionRefused(FIELD_MESSAGES["departmentCode"])
     values: dict[str, Any] = {"departmentCode": department}
     deadline = _text(form, "deadline")
     if deadline:
@@ -182,7 +237,7 @@ def _dispatch_input(form: FormData) -> dict[str, Any]:
         try:
             moment = datetime.fromisoformat(deadline)
         except ValueError:
-            raise ActionRefused(ERROR_MESSAGES["BAD_USER_INPUT"]) from None
+            raise ActionRefused(FIELD_MESSAGES["deadline"]) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=BEIJING)
         values["deadline"] = moment.isoformat()
@@ -194,26 +249,46 @@ def _text(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _view_of(return_to: str) -> View:
+    """The board view a form was sent from, read from its `return_to`. Only the board's own
+    path and its own query parameters count, and the answer is a View the redirect is built
+    from anew, so the field can never send anyone to another page or site (no open redirect);
+    anything else is the board's default view."""
+    try:
+        parts = urlsplit(return_to)
+        params = dict(parse_qsl(parts.query, max_num_fields=10))
+    except ValueError:
+        return View()
+    if parts.scheme or parts.netloc or parts.path != BOARD_PATH:
+        return View()
+    after = params.get("after")
+    return View(
+        overdue_only=params.get("overdue") == "1",
+        after=after if after is not None and CURSOR.fullmatch(after) else None,
+    )
+
+
 def _back(
-    *, done: str | None = None, error: str | None = None, code: str | None = None
+    view: View,
+    *,
+    done: str | None = None,
+    error: str | None = None,
+    code: str | None = None,
+    anchor: str | None = None,
 ) -> Response:
-    params = {
-        key: value for key, value in (("done", done), ("error", error), ("code", code)) if value
-    }
-    return RedirectResponse(f"/dispatch?{urlencode(params)}", status_code=303)
+    params = view.params()
+    params.update(
+        (key, value) for key, value in (("done", done), ("error", error), ("code", code)) if value
+    )
+    # Rows have id="event-{code}": the browser scrolls back to where the user was working.
+    fragment = f"#event-{anchor}" if anchor else ""
+    return RedirectResponse(f"{BOARD_PATH}?{urlencode(params)}{fragment}", status_code=303)
 
 
 # --- the page ------------------------------------------------------------------------------
 
 
-def _render(
-    site: Site,
-    request: Request,
-    data: Mapping[str, Any],
-    *,
-    overdue_only: bool,
-    after: str | None,
-) -> Response:
+def _render(site: Site, request: Request, data: Mapping[str, Any], view: View) -> Response:
     language = site.language(request)
     labels = _labels(site, language)
     mutation_type = data.get("mutationType") or {}
@@ -226,14 +301,24 @@ def _render(
     ]
     events = data["events"]
     rows = [_row(event, labels, actions, english=english) for event in events["nodes"]]
+    # Each row's form names the row below it (above it, for the last), where the board comes
+    # back to when the action takes the event out of this view.
+    codes = [row["code"] for row in rows]
+    for index, row in enumerate(rows):
+        neighbours = codes[index + 1 : index + 2] or codes[max(0, index - 1) : index]
+        row["next_code"] = neighbours[0] if neighbours else ""
+    overdue_total = data["overdueEvents"]["totalCount"]
     return site.render(
         request,
         "dispatch.html",
         rows=rows,
         total=events["totalCount"],
+        overdue_total=overdue_total,
+        overdue_text=_overdue_text(labels, overdue_total),
         next_cursor=events["pageInfo"]["endCursor"] if events["pageInfo"]["hasNextPage"] else None,
-        first_page=after is None,
-        overdue_only=overdue_only,
+        first_page=view.after is None,
+        overdue_only=view.overdue_only,
+        return_to=view.path(),
         departments=departments,
         actions=actions,
         labels=labels,
@@ -260,6 +345,7 @@ def _row(
     return {
         "code": event["code"],
         "title": event["title"],
+        "description": event.get("description") or "",
         "status": event["status"],
         "status_label": labels["status"].get(event["status"], event["status"]),
         "severity": event["severity"],
@@ -303,7 +389,15 @@ def _labels(site: Site, language: str) -> dict[str, Any]:
             for key in ("connecting", "on", "retrying", "unavailable", "signed_out")
         },
         "announce": {key: t(f"dispatch.announce.{key}") for key in ("new", "changed", "left")},
+        # {count} is filled in by the page and by board.js as rows become overdue or leave.
+        "overdue_banner": {key: t(f"dispatch.overdue_banner.{key}") for key in ("one", "other")},
+        "filter_overdue_count": t("dispatch.filter_overdue_count"),
     }
+
+
+def _overdue_text(labels: Mapping[str, Any], count: int) -> str:
+    template = labels["overdue_banner"]["one" if count == 1 else "other"]
+    return str(template).replace("{count}", str(count))
 
 
 def _flash(site: Site, language: str, request: Request) -> dict[str, str] | None:
@@ -320,7 +414,7 @@ def _flash(site: Site, language: str, request: Request) -> dict[str, str] | None
             "kind": "done",
             "text": site.catalogue.text(language, f"dispatch.done.{done}", code=code),
         }
-    if error in (*ERROR_MESSAGES.values(), FAILED):
+    if error in MESSAGES:
         text = site.catalogue.text(language, f"dispatch.error.{error}")
         if code:
             text = site.catalogue.text(language, "dispatch.error.about", code=code, message=text)

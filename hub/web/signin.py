@@ -35,9 +35,9 @@ def routes(site: Site) -> list[BaseRoute]:
         target = _safe_next(str(form.get("next") or ""))
         try:
             viewer = await site.gateway.identify(credential, role=role, path="/signin")
-        except AuthenticationFailed:
+        except AuthenticationFailed as failed:
             return site.render(
-                request, "signin.html", status_code=401, next=target, error="signin.failed"
+                request, "signin.html", status_code=401, next=target, error=_message_of(failed)
             )
         if viewer.role == "public":
             return site.render(
@@ -65,6 +65,18 @@ def routes(site: Site) -> list[BaseRoute]:
         Route("/signin", submit, methods=["POST"]),
         Route("/signout", signout, methods=["POST"]),
     ]
+
+
+# hub.authz.identity.select_role's reason when the credential verified but does not carry the
+# role typed in: the one failure where saying more helps the user, and tells no one anything the
+# API would not tell them with that same (valid) credential.
+ROLE_NOT_CARRIED = "the credential does not carry the role"
+
+
+def _message_of(failed: AuthenticationFailed) -> str:
+    if failed.reason.startswith(ROLE_NOT_CARRIED):
+        return "signin.role_missing"
+    return "signin.failed"
 
 
 def _safe_next(target: str | None) -> str:

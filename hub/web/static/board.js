@@ -8,6 +8,10 @@
  * with growing, jittered delays; once it is back the page reloads, because changes made while
  * it was away were not delivered (the feed is live, not a queue).
  *
+ * Rows added live are highlighted for a few seconds (class "arrived"). The overdue count above
+ * the board follows the rows of this page that become overdue or stop being so, and new events
+ * that arrive overdue; what happens to other pages' events shows on the next reload.
+ *
  * Everything this needs comes from the page: data- attributes on table#board (the subscription
  * document, the words, which action each status allows) and <template> elements (the row and
  * the action forms with their CSRF token). Event data only ever goes in through textContent
@@ -33,10 +37,15 @@
   const announcer = document.getElementById("board-announcer");
   const counter = document.getElementById("board-count");
   const empty = document.getElementById("board-empty");
+  const overdueBanner = document.getElementById("board-overdue");
+  const overdueText = document.getElementById("board-overdue-text");
+  const overdueFilter = document.getElementById("board-overdue-filter");
+  let overdueTotal = Number(table.dataset.overdueTotal) || 0;
   const PLACEHOLDER = "__CODE__";
   const BEIJING_MS = 8 * 3600 * 1000;
   const MAX_DELAY_MS = 30000;
   const ANNOUNCEMENTS_KEPT = 5;
+  const ARRIVED_MS = 6000;
 
   // --- rows ------------------------------------------------------------------------------
 
@@ -132,6 +141,18 @@
     return english && department.nameEn ? department.nameEn : department.name;
   }
 
+  function fillTitle(row, event) {
+    const title = cell(row, "title");
+    title.querySelector("[data-title]").textContent = event.title;
+    // The description's <details> stays as the user left it (open or not).
+    const details = title.querySelector("details");
+    details.hidden = !event.description;
+    details.querySelector("[data-description]").textContent = event.description || "";
+    for (const text of title.querySelectorAll("[data-code-text]")) {
+      text.textContent = " " + event.code;
+    }
+  }
+
   function fill(row, event) {
     row.id = "event-" + event.code;
     row.dataset.eventCode = event.code;
@@ -141,7 +162,7 @@
     row.dataset.deadline = event.deadline || "";
     row.classList.toggle("overdue", Boolean(event.overdue));
     cell(row, "code").textContent = event.code;
-    cell(row, "title").textContent = event.title;
+    fillTitle(row, event);
     cell(row, "status").textContent = labels.status[event.status] || event.status;
     const severity = cell(row, "severity").querySelector(".severity");
     severity.className = "severity severity-" + event.severity.toLowerCase();
@@ -194,6 +215,35 @@
     empty.hidden = body.rows.length > 0;
   }
 
+  function withCount(template, n) {
+    return template.replace("{count}", () => String(n));
+  }
+
+  function countOverdue(delta) {
+    if (!delta) {
+      return;
+    }
+    overdueTotal = Math.max(0, overdueTotal + delta);
+    if (overdueFilter) {
+      overdueFilter.textContent = withCount(labels.filter_overdue_count, overdueTotal);
+    }
+    if (overdueBanner && overdueText) {
+      const words = labels.overdue_banner[overdueTotal === 1 ? "one" : "other"];
+      overdueText.textContent = withCount(words, overdueTotal);
+      overdueBanner.hidden = overdueTotal === 0;
+    }
+  }
+
+  function isOverdue(row) {
+    return row.classList.contains("overdue");
+  }
+
+  // A row added live stands out for a moment (board.css: tr.arrived).
+  function highlight(row) {
+    row.classList.add("arrived");
+    window.setTimeout(() => row.classList.remove("arrived"), ARRIVED_MS);
+  }
+
   function announce(key, event) {
     const status = labels.status[event.status] || event.status;
     // One pass with a replacer: an event's own words are never read as a pattern ($&) or as
@@ -221,6 +271,7 @@
     const belongs = openStatuses.has(event.status) && (!overdueOnly || event.overdue);
     if (!belongs) {
       if (row) {
+        countOverdue(isOverdue(row) ? -1 : 0);
         row.remove();
         count(-1);
         announce("left", event);
@@ -231,7 +282,9 @@
     }
     if (row) {
       const moved = row.dataset.status !== event.status || change.action === "dispatch";
+      const wasOverdue = isOverdue(row);
       fill(row, event);
+      countOverdue(Number(isOverdue(row)) - Number(wasOverdue));
       if (moved) {
         announce("changed", event);
       }
@@ -240,10 +293,13 @@
     if (!ENTERS.has(change.action)) {
       return; // An open event shown on another page.
     }
-    if (firstPage && insert(newRow(event), event.reportedAt)) {
+    const added = newRow(event);
+    if (firstPage && insert(added, event.reportedAt)) {
+      highlight(added);
       announce("new", event);
     }
     count(1);
+    countOverdue(event.overdue ? 1 : 0);
   }
 
   // Deadlines pass without any change to the event: mark them as they do.
@@ -251,12 +307,26 @@
     const now = Date.now();
     for (const row of body.rows) {
       const deadline = row.dataset.deadline;
-      if (deadline && !row.classList.contains("overdue") && Date.parse(deadline) < now) {
+      if (deadline && !isOverdue(row) && Date.parse(deadline) < now) {
         row.classList.add("overdue");
         cell(row, "deadline").append(" ", overdueBadge());
+        countOverdue(1);
       }
     }
   }
+
+  // Where the board comes back to if the action takes the event out of this view: the row
+  // below it now (rows come and go live), or above it for the last one.
+  table.addEventListener("submit", (submitted) => {
+    const form = submitted.target;
+    const row = form.closest("tr");
+    const field = form.querySelector('input[name="next_code"]');
+    if (!row || !field) {
+      return;
+    }
+    const neighbour = row.nextElementSibling || row.previousElementSibling;
+    field.value = neighbour ? neighbour.dataset.eventCode || "" : "";
+  });
 
   // --- the connection --------------------------------------------------------------------
 
