@@ -275,3 +275,24 @@ async def test_an_unknown_page_is_a_localised_404(browser: httpx.AsyncClient) ->
     page = await browser.get("/no-such-page?lang=en")
     assert page.status_code == 404
     assert "There is no such page" in page.text
+
+
+async def test_a_role_without_a_page_lands_home_told_why(
+    browser: httpx.AsyncClient, settings: Settings
+) -> None:
+    response = await sign_in(browser, token(settings, "health", department="health"))
+    assert response.headers["location"] == "/?flash=signed_in_no_page"
+    home = await browser.get(response.headers["location"] + "&lang=en")
+    assert 'id="site-flash"' in home.text and "uses GridHub through its API" in home.text
+
+
+async def test_signing_out_says_so_and_a_crafted_flash_shows_nothing(
+    browser: httpx.AsyncClient, settings: Settings
+) -> None:
+    await sign_in(browser, token(settings, "dispatcher"))
+    csrf = await csrf_of(browser, "/")
+    response = await browser.post("/signout", data={"csrf_token": csrf})
+    assert response.headers["location"] == "/?flash=signed_out"
+    assert 'id="site-flash"' in (await browser.get(response.headers["location"])).text
+    crafted = await browser.get("/?flash=%3Cb%3Eyou+won%3C%2Fb%3E")
+    assert 'id="site-flash"' not in crafted.text and "you won" not in crafted.text

@@ -67,6 +67,10 @@ class AuthenticationFailed(GridHubError):
         self.reason = reason
 
 
+class RoleNotCarried(AuthenticationFailed):
+    """A valid credential asked to act as a role it does not carry (X-GridHub-Role)."""
+
+
 class IdentityConfigError(ValueError):
     """The server's own token configuration is unusable (bad JWKS file, too short a secret).
 
@@ -440,7 +444,7 @@ def select_role(roles: Sequence[str], requested: str | None) -> str:
     """The one role a request acts as: the only one, or the one the client picked."""
     if requested is not None:
         if requested not in roles:
-            raise AuthenticationFailed(f"the credential does not carry the role {requested!r}")
+            raise RoleNotCarried(f"the credential does not carry the role {requested!r}")
         return requested
     if len(roles) == 1:
         return roles[0]

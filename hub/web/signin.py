@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hub.authz.identity import AuthenticationFailed
+from hub.authz.identity import AuthenticationFailed, RoleNotCarried
 from hub.web.site import Site
 
 # Where each role lands after signing in, when it did not come from a page of its own.
@@ -46,7 +46,9 @@ def routes(site: Site) -> list[BaseRoute]:
         lifetime = site.settings.session_hours * 3600
         if viewer.expires_at is not None:
             lifetime = min(lifetime, viewer.expires_at.timestamp() - time.time())
-        response = RedirectResponse(target or HOME_OF_ROLE.get(viewer.role, "/"), status_code=303)
+        # A role without a page of its own lands on the home page, told why.
+        home = HOME_OF_ROLE.get(viewer.role, "/?flash=signed_in_no_page")
+        response = RedirectResponse(target or home, status_code=303)
         site.start_session(response, credential, role=role, lifetime_seconds=lifetime)
         return response
 
@@ -56,7 +58,7 @@ def routes(site: Site) -> list[BaseRoute]:
         if signed_in is not None:
             # Ended on the server too: a copy of the cookie stops working as well.
             await site.gateway.end_session(signed_in.session)
-        response = RedirectResponse("/", status_code=303)
+        response = RedirectResponse("/?flash=signed_out", status_code=303)
         site.end_session(response)
         return response
 
@@ -67,14 +69,11 @@ def routes(site: Site) -> list[BaseRoute]:
     ]
 
 
-# hub.authz.identity.select_role's reason when the credential verified but does not carry the
-# role typed in: the one failure where saying more helps the user, and tells no one anything the
-# API would not tell them with that same (valid) credential.
-ROLE_NOT_CARRIED = "the credential does not carry the role"
-
-
+# A credential that verified but does not carry the role typed in is the one failure where saying
+# more helps the user, and it tells no one anything the API would not tell them with that same
+# (valid) credential.
 def _message_of(failed: AuthenticationFailed) -> str:
-    if failed.reason.startswith(ROLE_NOT_CARRIED):
+    if isinstance(failed, RoleNotCarried):
         return "signin.role_missing"
     return "signin.failed"
 
