@@ -71,3 +71,31 @@ def test_a_role_that_cannot_read_notice_bodies_cannot_search_them() -> None:
         searched[name] = "search" in notice_filter.fields
         assert (validate(schema, query) == []) is searched[name]
     assert searched == {"titles_only": False, "both": True}
+
+
+def test_notices_apply_in_a_grid_only_for_a_role_that_reads_their_scope() -> None:
+    """NoticeFilter.appliesTo tells which grids a notice is addressed to, exactly as inGrid does,
+    so it needs Notice.scope read in full; the PUBLISHED_AT order tells publication times."""
+    from graphql import GraphQLEnumType, GraphQLInputObjectType, parse, validate
+
+    from hub.api.roles import role_schema
+
+    full = build_schema()
+    # Notice.status keeps NoticeFilter in the schema (its status filter) for both roles.
+    without = "p, r, Notice, rows:all, allow\np, r, Notice.title, read, allow\n"
+    without += "p, r, Notice.status, read, allow\n"
+    scoped = without + "p, r, Notice.scope, read, allow\np, r, Notice.publishedAt, read, allow\n"
+    query = parse(
+        '{ notices(filter: {appliesTo: "C1"}, orderBy: {field: PUBLISHED_AT, direction: DESC})'
+        " { nodes { title } } }"
+    )
+    offered: dict[str, tuple[bool, bool]] = {}
+    for name, text in (("without", without), ("scoped", scoped)):
+        schema = role_schema(full, compile_text(text)["r"])._schema  # type: ignore[arg-type]
+        notice_filter = schema.type_map["NoticeFilter"]
+        sort_field = schema.type_map["NoticeSortField"]
+        assert isinstance(notice_filter, GraphQLInputObjectType)
+        assert isinstance(sort_field, GraphQLEnumType)
+        offered[name] = ("appliesTo" in notice_filter.fields, "PUBLISHED_AT" in sort_field.values)
+        assert (validate(schema, query) == []) is all(offered[name])
+    assert offered == {"without": (False, False), "scoped": (True, True)}

@@ -347,7 +347,7 @@ class QueryWriter:
             choices = pools.cursors
         elif type_name == "ID":
             choices = pools.ids
-        elif name in ("code", "inGrid", "parentCode", "gridCode"):
+        elif name in ("code", "inGrid", "appliesTo", "parentCode", "gridCode"):
             choices = pools.grids + pools.event_codes[:3]
         elif name == "departmentCode":
             choices = pools.departments

@@ -60,13 +60,15 @@ async def add_events_and_notices(db: Database) -> None:
                 ),
                 actor="test",
             )
-            await notices.create(
+            notice = await notices.create(
                 session,
                 title=f"通知{n}",
                 body="正文",
                 department_code="community_service",
                 grid_codes=[grid],
             )
+            # Published: the PUBLISHED_AT order holds only notices that have a publication time.
+            await notices.publish(session, notice_id=notice.id)
 
 
 async def page_statements(

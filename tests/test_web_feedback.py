@@ -165,7 +165,7 @@ async def test_feedback_is_submitted_and_tracked_by_its_code(
 
     page = await browser.get(response.headers["location"])
     assert page.status_code == 200
-    assert f'<output id="tracking-code">{code}</output>' in page.text
+    assert f'<output id="tracking-code" class="tracking-code">{code}</output>' in page.text
     assert 'data-status="submitted"' in page.text
     assert 'id="feedback-submitted"' in page.text
     assert "投诉" in page.text
@@ -200,10 +200,54 @@ async def test_a_lookup_shows_the_answer_once_there_is_one(
     # Codes are typed from paper: case and blanks around them do not matter.
     page = await browser.get("/feedback/track", params={"code": f"  {code.lower()} "})
     assert page.status_code == 200
-    assert f'<output id="tracking-code">{code}</output>' in page.text
+    assert f'<output id="tracking-code" class="tracking-code">{code}</output>' in page.text
     assert 'data-status="responded"' in page.text
     assert "已在小区东门增设&lt;b&gt;分类点&lt;/b&gt;<br>感谢建议" in page.text
     assert page.text.count("<time datetime=") == 2
+
+
+async def test_a_code_typed_in_groups_or_full_width_is_found(
+    browser: httpx.AsyncClient, db: Database
+) -> None:
+    async with db.transaction() as session:
+        code = (
+            await feedback_service.submit(session, kind="suggestion", content="x", grid_code=None)
+        ).tracking_code
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in code.lower())
+    typed_ways = [
+        f"{code[:4].lower()}-{code[4:8]} {code[8:].lower()}",
+        f" {code[:6]} - {code[6:]} ",
+        f"{code[:4]}\u2014{code[4:8]}\u3000{code[8:]}",  # an em dash, an ideographic space
+        f"{full_width[:6]}\uff0d{full_width[6:]}",  # full width, with a full-width hyphen
+    ]
+    for typed in typed_ways:
+        page = await browser.get("/feedback/track", params={"code": typed})
+        assert page.status_code == 200, typed
+        assert f'<output id="tracking-code" class="tracking-code">{code}</output>' in page.text
+        # The field shows the code as it is stored.
+        assert f'value="{code}"' in page.text
+    # Separators only join a code's characters: other characters still make it unknown.
+    for typed in (f"{code}_", f"{code[:-1]}", f"{code}.", f"{code}X"):
+        page = await browser.get("/feedback/track", params={"code": typed})
+        assert page.status_code == 404, typed
+
+
+async def test_the_tracking_page_shows_the_code_large_with_beijing_times(
+    browser: httpx.AsyncClient, db: Database
+) -> None:
+    async with db.transaction() as session:
+        code = (
+            await feedback_service.submit(session, kind="suggestion", content="x", grid_code=None)
+        ).tracking_code
+    page = await browser.get("/feedback/track", params={"code": code})
+    assert '<link rel="stylesheet" href="/static/feedback.css">' in page.text
+    assert "</time>（北京时间）</dd>" in page.text and "(北京时间)" not in page.text
+    english = await browser.get("/feedback/track", params={"code": code, "lang": "en"})
+    assert "</time> (Beijing time)</dd>" in english.text
+    css = await browser.get("/static/feedback.css")
+    assert css.status_code == 200
+    rule = re.search(r"\.tracking-code \{([^}]*)\}", css.text)
+    assert rule and "monospace" in rule.group(1) and "font-size: 1.75rem" in rule.group(1)
 
 
 async def test_an_unknown_tracking_code_is_only_not_found(browser: httpx.AsyncClient) -> None:

@@ -24,6 +24,7 @@ from tests.world import World
 ATOM = "{http://www.w3.org/2005/Atom}"
 START = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 ITEM = re.compile(r'<li class="notice-item[^"]*">\s*<a href="/notices/([^"]+)">([^<]*)</a>')
+HOME_ITEM = re.compile(r'<li class="card">\s*<a href="/notices/[^"]+">([^<]*)</a>(.*?)</li>', re.S)
 
 
 @pytest.fixture
@@ -43,8 +44,11 @@ async def add_notice(
     status: str = "published",
     department: str = "civil_affairs",
     minute: int = 0,
+    published_minute: int | None = None,
 ) -> str:
-    """A notice through the domain service, created `minute` minutes after START; its page id."""
+    """A notice through the domain service, created `minute` minutes after START and published
+    (unless it is a draft) `published_minute` minutes after START, by default the same; its page
+    id."""
     async with db.transaction() as session:
         notice = await notices.create(
             session, title=title, body=body, department_code=department, grid_codes=list(grids)
@@ -52,7 +56,10 @@ async def add_notice(
         notice.created_at = START + timedelta(minutes=minute)
         await session.flush()
         if status in ("published", "retracted"):
-            await notices.publish(session, notice_id=notice.id)
+            published = await notices.publish(session, notice_id=notice.id)
+            later = minute if published_minute is None else published_minute
+            published.published_at = START + timedelta(minutes=later)
+            await session.flush()
         if status == "retracted":
             await notices.retract(session, notice_id=notice.id)
         return str(to_global_id("Notice", notice.id))
@@ -166,17 +173,22 @@ async def test_a_search_the_api_refuses_is_a_message(visitor: httpx.AsyncClient)
         assert 'id="notice-error"' in page.text and "关键词过长" in page.text
 
 
-async def test_the_community_filter_includes_the_grids_below(
+async def test_the_community_filter_shows_every_notice_that_applies_there(
     visitor: httpx.AsyncClient, db: Database
 ) -> None:
+    """A community's notices are those to it and its grids, and those to the street and the
+    district it is in: a district-wide notice is for every resident. Not its neighbours'."""
     await add_notice(db, "花家地社区通知", grids=["C1"], minute=1)
     await add_notice(db, "第1网格通知", grids=["G1"], minute=2)
     await add_notice(db, "南湖社区通知", grids=["C2"], minute=3)
     await add_notice(db, "全区通知", grids=["D1"], minute=4)
     await add_notice(db, "花家地草稿", grids=["C1"], status="draft", minute=5)
+    await add_notice(db, "望京街道通知", grids=["S1"], minute=6)
+    await add_notice(db, "三里屯街道通知", grids=["S2"], minute=7)
+    await add_notice(db, "第3网格通知", grids=["G3"], minute=8)
     page = await visitor.get("/notices", params={"community": "C1"})
     assert page.status_code == 200
-    assert titles(page) == ["第1网格通知", "花家地社区通知"]
+    assert titles(page) == ["望京街道通知", "全区通知", "第1网格通知", "花家地社区通知"]
     # The select offers exactly the communities, the chosen one selected.
     options = re.findall(r'<option value="([^"]*)"( selected)?>', page.text)
     assert options == [("", ""), ("C1", " selected"), ("C2", ""), ("C3", "")]
@@ -185,7 +197,80 @@ async def test_the_community_filter_includes_the_grids_below(
     )
     both = await visitor.get("/notices", params={"community": "C2", "q": "南湖"})
     assert titles(both) == ["南湖社区通知"]
-    assert titles(await visitor.get("/notices", params={"community": "C3"})) == []
+    in_c2 = await visitor.get("/notices", params={"community": "C2"})
+    assert titles(in_c2) == ["第3网格通知", "望京街道通知", "全区通知", "南湖社区通知"]
+    # Another street's community: the district's notice and its own street's only.
+    in_c3 = await visitor.get("/notices", params={"community": "C3"})
+    assert titles(in_c3) == ["三里屯街道通知", "全区通知"]
+
+
+async def test_the_latest_published_comes_first_everywhere(
+    visitor: httpx.AsyncClient, db: Database
+) -> None:
+    """A notice drafted early and published late is the news: it heads the home page, the list
+    and both feeds, which all show and order by the publication time."""
+    await add_notice(db, "早写晚发", grids=["C1"], minute=1, published_minute=50)
+    await add_notice(db, "晚写早发", grids=["C1"], minute=2, published_minute=10)
+    await add_notice(db, "最晚写的草稿", grids=["C1"], status="draft", minute=3)
+    order = ["早写晚发", "晚写早发"]
+    assert titles(await visitor.get("/notices")) == order
+    assert titles(await visitor.get("/notices", params={"community": "C1"})) == order
+    home = await visitor.get("/")
+    assert [title for title, _ in HOME_ITEM.findall(home.text)] == order
+    for url in ("/notices/feed.atom", "/communities/C1/feed.atom"):
+        assert [e["title"] for e in entries(atom(await visitor.get(url)))] == order
+
+
+async def test_the_home_page_shows_dates_and_departments_as_the_list_does(
+    visitor: httpx.AsyncClient, db: Database
+) -> None:
+    # 16:30 on 1 March in UTC is 00:30 on 2 March in Beijing.
+    await add_notice(db, "深夜发布的通知", department="health", published_minute=8 * 60 + 30)
+    for url, department in (("/", "卫健"), ("/?lang=en", "Health")):
+        home = await visitor.get(url)
+        assert home.status_code == 200
+        [(title, meta)] = HOME_ITEM.findall(home.text)
+        assert title == "深夜发布的通知"
+        assert ">2025-03-02</time>" in meta and ">2025-03-01" not in meta
+        assert f"{department} · " in meta
+    for url, department in (("/notices", "卫健"), ("/notices?lang=en", "Health")):
+        page = await visitor.get(url)
+        assert ">2025-03-02</time>" in page.text and f"{department} · " in page.text
+
+
+async def test_a_search_says_what_it_looked_for_and_how_much_it_found(
+    visitor: httpx.AsyncClient, db: Database
+) -> None:
+    await add_notice(db, "停水通知", grids=["C1"], minute=1)
+    await add_notice(db, "停水预告", grids=["C2"], minute=2)
+    await add_notice(db, "停电通知", grids=["C1"], minute=3)
+    clear = re.compile(r'<a id="clear-search" href="([^"]*)">([^<]*)</a>')
+
+    everything = await visitor.get("/notices")
+    assert "共 3 条通知" in everything.text and not clear.search(everything.text)
+
+    page = await visitor.get("/notices", params={"q": "停水"})
+    assert "“停水” 的搜索结果：2 条" in page.text
+    assert "<title>“停水” 的搜索结果 · 通知公告 · " in page.text
+    found = clear.search(page.text)
+    assert found and found.groups() == ("/notices", "清除搜索")
+    assert len(listed(await visitor.get(found.group(1)))) == 3
+
+    # Clearing the search keeps the community.
+    narrowed = await visitor.get("/notices", params={"q": "停水", "community": "C1"})
+    assert "“停水” 的搜索结果：1 条" in narrowed.text
+    found = clear.search(narrowed.text)
+    assert found and found.group(1) == "/notices?community=C1"
+
+    # Nothing found is said too, with the words escaped.
+    nothing = await visitor.get("/notices", params={"q": "<b>无</b>"})
+    assert "“&lt;b&gt;无&lt;/b&gt;” 的搜索结果：0 条" in nothing.text
+    assert 'id="no-results"' in nothing.text and "<b>无" not in nothing.text
+
+    english = await visitor.get("/notices", params={"q": "停水", "lang": "en"})
+    assert "2 result(s) for “停水”" in english.text
+    found = clear.search(english.text)
+    assert found and found.groups() == ("/notices?lang=en", "Clear the search")
 
 
 @pytest.mark.parametrize("code", ["NOPE", "G1", "S1", "<script>"])
@@ -290,8 +375,12 @@ async def test_a_notice_page_renders_its_markdown_inert(
     assert '<a href="https://example.org/power" rel="noopener noreferrer nofollow">' in body
     assert '<a href="/notices" rel="noopener noreferrer nofollow">' in body
     assert '<img src="/static/map.png" alt="本站地图">' in body
-    # Raw HTML is text; other sites' and data: images are their alt text.
-    assert "&lt;script&gt;" in body and "&lt;iframe" in body
+    # Raw HTML is dropped: neither markup nor text (a script's code goes with its tags);
+    # other sites' and data: images are their alt text.
+    for gone in ("&lt;script", 'alert("raw")', "alert(1)", "alert(2)", "&lt;iframe", "alert(7)"):
+        assert gone not in body, gone
+    assert "raw link" not in body and "onclick" not in body and ">div<" not in body
+    assert "<code>code</code> 与  和 </p>" in body
     assert "evil.example/track.png" not in body and "外站图片" in body
     assert "data:image" not in body and "//evil.example/x.png" not in body
     assert [tag for tag, _ in Tags(body).tags if tag == "a"] == ["a", "a"]
@@ -300,7 +389,7 @@ async def test_a_notice_page_renders_its_markdown_inert(
     assert '<article id="notice">' in html
     assert "生态环境" in html and "花家地社区" in html and "第3网格" in html
     assert '<a href="/notices?community=C1">花家地社区</a>' in html
-    assert "北京时间" in html
+    assert "</time>（北京时间）</dd>" in html
     assert '<link rel="alternate" type="application/atom+xml" href="/notices/feed.atom"' in html
 
 
@@ -337,6 +426,47 @@ def test_safe_markdown_keeps_its_shape() -> None:
     html = str(render("## 标题\n\n1. 一\n2. 二\n\n> 引用\n\n[邮件](mailto:a@example.org)"))
     assert "<h3>标题</h3>" in html and "<ol>" in html and "<blockquote>" in html
     assert '<a href="mailto:a@example.org" rel="noopener noreferrer nofollow">' in html
+
+
+def test_tables_keep_their_cells_but_not_their_alignment() -> None:
+    html = str(render("| 项目 | 时间 |\n|:--|--:|\n| 停水 | **周六** |\n| 停电 | 周日 |"))
+    assert html.startswith('<div class="table-scroll" tabindex="0">\n<table>\n<thead>')
+    assert "<th>项目</th>" in html and "<th>时间</th>" in html
+    assert "<td>停水</td>" in html and "<td><strong>周六</strong></td>" in html
+    assert html.rstrip().endswith("</table>\n</div>")
+    # markdown-it writes alignment as style="", which the CSP refuses; it is not kept.
+    assert "style" not in html and "align" not in html
+
+
+def test_raw_html_is_dropped_not_shown() -> None:
+    source = (
+        "前 <script>alert(1)</script> 中 <b>粗</b>体 <br> 后\n\n"
+        "<div>\n整块 HTML\n</div>\n\n"
+        "<!-- 注释 -->\n\n"
+        "<svg onload=alert(2)><text>图</text></svg>\n\n"
+        "a < b 与 <通知> 与 <5分钟> 都是文字；<https://example.org> 是链接"
+    )
+    html = str(render(source))
+    assert_inert(html)
+    for gone in ("alert", "script", "整块", "注释", "div", "svg", "图", "<b>"):
+        assert gone not in html, gone
+    assert "<p>前  中 粗体  后</p>" in html
+    # Nothing is left of a paragraph that held only tags.
+    assert "<p></p>" not in html
+    # Text that only looks like a tag stays, escaped; an autolink is still a link.
+    assert "a &lt; b 与 &lt;通知&gt; 与 &lt;5分钟&gt; 都是文字" in html
+    assert '<a href="https://example.org" rel="noopener noreferrer nofollow">' in html
+
+
+def test_the_sanitiser_keeps_only_the_table_wrapper_of_divs() -> None:
+    assert sanitise('<div class="table-scroll" tabindex="0">t</div>') == (
+        '<div class="table-scroll" tabindex="0">t</div>'
+    )
+    assert sanitise('<div class="x" tabindex="-1" onclick="a()" style="b">t</div>') == (
+        "<div>t</div>"
+    )
+    cell = sanitise('<table><tr><td style="text-align:right" align="right">1</td></tr></table>')
+    assert "<td>1</td>" in cell and "style" not in cell and "align" not in cell
 
 
 async def test_drafts_retracted_and_unknown_ids_are_not_found(
@@ -418,22 +548,31 @@ async def test_the_feed_carries_published_notices_sanitised(
     assert entries(english)[1]["author"] == "Health"
 
 
-async def test_a_community_feed_holds_its_own_and_its_grids_notices(
+async def test_a_community_feed_holds_every_notice_that_applies_there(
     visitor: httpx.AsyncClient, db: Database
 ) -> None:
+    empty = atom(await visitor.get("/communities/C3/feed.atom"))
+    assert entries(empty) == [] and empty.findtext(f"{ATOM}updated")
     await add_notice(db, "花家地社区通知", grids=["C1"], minute=1)
     await add_notice(db, "第2网格通知", grids=["G2"], minute=2)
     await add_notice(db, "南湖社区通知", grids=["C2"], minute=3)
     await add_notice(db, "全区通知", grids=["D1"], minute=4)
     await add_notice(db, "花家地草稿", grids=["C1"], status="draft", minute=5)
+    await add_notice(db, "望京街道通知", grids=["S1"], minute=6)
+    await add_notice(db, "三里屯街道通知", grids=["S2"], minute=7)
     feed = atom(await visitor.get("/communities/C1/feed.atom"))
-    assert [e["title"] for e in entries(feed)] == ["第2网格通知", "花家地社区通知"]
+    assert [e["title"] for e in entries(feed)] == [
+        "望京街道通知",
+        "全区通知",
+        "第2网格通知",
+        "花家地社区通知",
+    ]
     assert feed.findtext(f"{ATOM}title") == "花家地社区的通知公告"
     alternate = feed.find(f"{ATOM}link[@rel='alternate']")
     assert alternate is not None
     assert alternate.get("href") == "/notices?community=C1"
-    empty = atom(await visitor.get("/communities/C3/feed.atom"))
-    assert entries(empty) == [] and empty.findtext(f"{ATOM}updated")
+    other_street = atom(await visitor.get("/communities/C3/feed.atom"))
+    assert [e["title"] for e in entries(other_street)] == ["三里屯街道通知", "全区通知"]
     for code in ("NOPE", "G1", "S1"):
         assert (await visitor.get(f"/communities/{code}/feed.atom")).status_code == 404
 
@@ -452,6 +591,6 @@ async def test_the_pages_speak_both_languages(visitor: httpx.AsyncClient, db: Da
     detail = await visitor.get(f"/notices/{notice_id}?lang=en")
     assert detail.status_code == 200
     assert "Department" in detail.text and "Health" in detail.text
-    assert "(Beijing time)" in detail.text
+    assert "</time> (Beijing time)</dd>" in detail.text
     missing = await visitor.get("/notices/garbage?lang=en")
     assert missing.status_code == 404 and "There is no such notice" in missing.text

@@ -136,6 +136,13 @@ class NoticeFilter:
     in_grid: str | None = strawberry.field(
         default=None, description="Notices addressed to this grid or any grid below it."
     )
+    applies_to: str | None = strawberry.field(
+        default=None,
+        description=(
+            "Notices that apply in this grid: addressed to it, to any grid below it, or to any "
+            "grid above it (a notice to a whole district applies in each of its communities)."
+        ),
+    )
     department_code: str | None = None
     search: str | None = strawberry.field(
         default=None,
@@ -158,6 +165,11 @@ async def notice_filter(session: AsyncSession, given: NoticeFilter | None) -> no
     return notices.NoticeFilter(
         statuses=tuple(s.value for s in given.status or ()),
         grid_ids=await grid_ids(session, given.in_grid),
+        applies_to_ids=(
+            None
+            if given.applies_to is None
+            else await notices.applies_to_ids(session, code=given.applies_to)
+        ),
         department_id=department_id,
         search=notices.search_text(given.search),
     )

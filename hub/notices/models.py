@@ -20,6 +20,7 @@ class Notice(Base):
     __table_args__ = (
         Index("ix_notices_status_id", "status", "id"),
         Index("ix_notices_created_at_id", "created_at", "id"),  # keyset ordering CREATED_AT
+        Index("ix_notices_published_at_id", "published_at", "id"),  # keyset ordering PUBLISHED_AT
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

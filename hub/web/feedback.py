@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -34,9 +36,13 @@ KINDS = ("suggestion", "complaint")
 # The feedback service's own limit (hub.feedback.service.submit); the pages may not import it,
 # so the tests hold the two equal by submitting exactly this many characters and one more.
 CONTENT_MAX_LENGTH = 5000
-# Codes are 12 characters; some room for the blanks a pasted code brings. Anything longer is
-# "not found" without a query.
+# Codes are 12 characters; the field leaves room for the blanks and hyphens typed between them.
+# A longer code, once they are taken out, is "not found" without a query.
 TRACKING_CODE_MAX_LENGTH = 32
+# What a resident may type between a code's characters, copying it from paper in groups: blanks
+# and hyphens or dashes (after NFKC, which makes full-width letters, digits and the full-width
+# hyphen from a Chinese input method plain ones).
+CODE_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]+")
 HONEYPOT_FIELD = "website"
 FIELDS = ("kind", "content", "grid")
 # The form offers communities, and the grids inside each one.
@@ -160,7 +166,7 @@ def routes(site: Site) -> list[BaseRoute]:
         return RedirectResponse(f"/feedback/track?{query}", status_code=303)
 
     async def track(request: Request) -> Response:
-        code = request.query_params.get("code", "").strip()
+        code = normalise_code(request.query_params.get("code", ""))
         new = request.query_params.get("new") == "1"
         item = await _look_up(site, code) if code else None
         not_found = bool(code) and item is None
@@ -181,6 +187,14 @@ def routes(site: Site) -> list[BaseRoute]:
         Route("/feedback", submit, methods=["POST"]),
         Route("/feedback/track", track, methods=["GET"]),
     ]
+
+
+def normalise_code(typed: str) -> str:
+    """A tracking code as typed or pasted, as it is stored: "fb7k-2m9q xr4t" is FB7K2M9QXR4T."""
+    if len(typed) > TRACKING_CODE_MAX_LENGTH * 4:
+        # Names no code however it is read: left as it is, too long to look up.
+        return typed
+    return CODE_SEPARATORS.sub("", unicodedata.normalize("NFKC", typed)).upper()
 
 
 def _client_key(request: Request) -> str:

@@ -32,7 +32,7 @@ BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 # Why a notices list could not be shown, by the input the API refused.
 PROBLEMS = {
     "cursor": "notices.bad_cursor",
-    "inGrid": "notices.unknown_community",
+    "appliesTo": "notices.unknown_community",
     "search": "notices.bad_search",
 }
 
@@ -40,7 +40,10 @@ PROBLEMS = {
 def routes(site: Site) -> list[BaseRoute]:
     async def home(request: Request) -> Response:
         data = await site.query("PublicHome")
-        return site.render(request, "home.html", notices=data["notices"]["nodes"])
+        language = site.language(request)
+        return site.render(
+            request, "home.html", notices=summaries(data["notices"]["nodes"], language)
+        )
 
     async def notices(request: Request) -> Response:
         return await notices_page(site, request)
@@ -100,10 +103,7 @@ async def notices_page(site: Site, request: Request) -> Response:
         community_name=names.get(code),
         communities=communities,
         problem=problem,
-        notices=[
-            {**node, "publishedDate": display_time(node["publishedAt"], date_only=True)}
-            for node in (connection["nodes"] if connection else [])
-        ],
+        notices=summaries(connection["nodes"] if connection else [], site.language(request)),
         total=connection["totalCount"] if connection else 0,
         page=connection["pageInfo"] if connection else None,
     )
@@ -115,7 +115,8 @@ def page_variables(
     """One page forwards from `after`, or backwards up to `before` (a "previous" link)."""
     variables: dict[str, Any] = {
         "search": search or None,
-        "inGrid": community or None,
+        # Every notice that applies in the community, those to its street and district too.
+        "appliesTo": community or None,
         "after": after,
         "before": before,
     }
@@ -178,6 +179,19 @@ async def published_notice(site: Site, notice_id: str) -> dict[str, Any] | None:
     return dict(item)
 
 
+def summaries(nodes: list[dict[str, Any]], language: str) -> list[dict[str, Any]]:
+    """Notices as a list shows them (home page and notices page alike): the publication date in
+    Beijing time and the department's name in the reader's language."""
+    return [
+        {
+            **node,
+            "publishedDate": display_time(node["publishedAt"], date_only=True),
+            "departmentName": department_name(node.get("department"), language),
+        }
+        for node in nodes
+    ]
+
+
 def department_name(department: dict[str, str] | None, language: str) -> str:
     if department is None:
         return ""
@@ -209,7 +223,7 @@ async def notices_feed(site: Site, request: Request, *, community: str | None) -
             return site.error(request, 404, "notices.unknown_community")
         title = t("notices.community_feed_title", name=names[community])
         alternate = f"/notices?community={community}"
-    data = await site.query("PublicNoticesFeed", {"inGrid": community})
+    data = await site.query("PublicNoticesFeed", {"appliesTo": community})
     feed = atom_feed(
         # Never the request's Host header: a forged one would poison a cached feed. Without a
         # configured public address the links are relative to the feed's own URL.
