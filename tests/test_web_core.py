@@ -13,13 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import parse, validate
+from graphql import GraphQLEnumType, parse, validate
 
 from hub.api.registry import SchemaRegistry
 from hub.api.schema import build_schema
 from hub.authz.identity import issue_token
 from hub.authz.sessions import SESSION_COOKIE, Sealer
 from hub.config import Settings
+from hub.web import vocabulary
 from hub.web.i18n import Catalogue, pick_language
 from hub.web.operations import Operations
 from hub.web.site import CONTENT_SECURITY_POLICY
@@ -296,3 +297,16 @@ async def test_signing_out_says_so_and_a_crafted_flash_shows_nothing(
     assert 'id="site-flash"' in (await browser.get(response.headers["location"])).text
     crafted = await browser.get("/?flash=%3Cb%3Eyou+won%3C%2Fb%3E")
     assert 'id="site-flash"' not in crafted.text and "you won" not in crafted.text
+
+
+def test_the_pages_vocabulary_is_the_schemas(settings: Settings) -> None:
+    schema = build_schema(settings.limits)._schema
+    for enum_name, copy in (
+        ("EventCategory", vocabulary.CATEGORIES),
+        ("EventStatus", vocabulary.STATUSES),
+        ("Severity", vocabulary.SEVERITIES),
+    ):
+        enum = schema.get_type(enum_name)
+        assert isinstance(enum, GraphQLEnumType)
+        assert set(copy) == set(enum.values), enum_name
+    assert set(vocabulary.OPEN_STATUSES) <= set(vocabulary.STATUSES)

@@ -32,30 +32,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hub.web.site import QueryFailed, SignedIn, Site
+from hub.web.vocabulary import CATEGORIES, OPEN_STATUSES, SEVERITIES, STATUSES
 
 log = logging.getLogger(__name__)
 
 BOARD_ROLES = ("dispatcher", "community_admin")
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
-
-# hub/events/states.py's OPEN_STATUSES and the statuses each action starts from, as the API
-# spells them. The pages may not import the domain (import-linter), so a test holds these equal
-# to the state machine's table.
-OPEN_STATUSES = ("REPORTED", "ACCEPTED", "DISPATCHED", "IN_PROGRESS", "REOPENED")
-STATUSES = (*OPEN_STATUSES, "RESOLVED", "CLOSED", "REJECTED")
-SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
-CATEGORIES = (
-    "PUBLIC_SAFETY",
-    "FIRE_HAZARD",
-    "SANITATION",
-    "INFRASTRUCTURE",
-    "ENVIRONMENT",
-    "HEALTH",
-    "ELDERLY_CARE",
-    "DISPUTE",
-    "HOUSING",
-    "OTHER",
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from hub.stats.disclosure import (
 )
 from hub.web.charts import Bar, bar_chart
 from hub.web.site import QueryFailed, Site
+from hub.web.vocabulary import CATEGORIES, STATUSES
 
 COMMUNITY_LEVEL = "community"
 CACHE_SECONDS = 60.0
@@ -57,29 +58,6 @@ EARLIER = "earlier"
 READ_ATTEMPTS = 3
 # The mark a withheld figure shows instead of its number (explained on the page).
 WITHHELD = "*"
-# The enums' values in the order the page lists them (schema/roles/public.graphql).
-CATEGORIES = (
-    "PUBLIC_SAFETY",
-    "FIRE_HAZARD",
-    "SANITATION",
-    "INFRASTRUCTURE",
-    "ENVIRONMENT",
-    "HEALTH",
-    "ELDERLY_CARE",
-    "DISPUTE",
-    "HOUSING",
-    "OTHER",
-)
-STATUSES = (
-    "REPORTED",
-    "ACCEPTED",
-    "DISPATCHED",
-    "IN_PROGRESS",
-    "RESOLVED",
-    "CLOSED",
-    "REJECTED",
-    "REOPENED",
-)
 
 
 class StatsUnavailable(Exception):

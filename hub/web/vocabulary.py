@@ -1,0 +1,33 @@
+"""The event enums' values as the API spells them, in the order the pages list them.
+
+The pages may not import the domain (import-linter), so these are copies: a test holds them
+equal to the GraphQL schema's enums, and the open statuses to hub/events/states.py.
+"""
+
+from __future__ import annotations
+
+CATEGORIES = (
+    "PUBLIC_SAFETY",
+    "FIRE_HAZARD",
+    "SANITATION",
+    "INFRASTRUCTURE",
+    "ENVIRONMENT",
+    "HEALTH",
+    "ELDERLY_CARE",
+    "DISPUTE",
+    "HOUSING",
+    "OTHER",
+)
+# In the state machine's order: what a list of statuses reads best in.
+STATUSES = (
+    "REPORTED",
+    "ACCEPTED",
+    "DISPATCHED",
+    "IN_PROGRESS",
+    "RESOLVED",
+    "CLOSED",
+    "REJECTED",
+    "REOPENED",
+)
+OPEN_STATUSES = ("REPORTED", "ACCEPTED", "DISPATCHED", "IN_PROGRESS", "REOPENED")
+SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
