@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -32,12 +32,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hub.web.site import QueryFailed, SignedIn, Site
-from hub.web.vocabulary import CATEGORIES, OPEN_STATUSES, SEVERITIES, STATUSES
+from hub.web.vocabulary import BEIJING, CATEGORIES, OPEN_STATUSES, SEVERITIES, STATUSES
 
 log = logging.getLogger(__name__)
 
 BOARD_ROLES = ("dispatcher", "community_admin")
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from hub.web.ratelimit import SlidingWindowLimiter
 from hub.web.site import QueryFailed, Site
+from hub.web.vocabulary import BEIJING
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ GRID_LEVEL = "grid"
 # 100 grids a page: past 1,000 choices a drop-down is of no use to anyone anyway.
 MAX_GRID_PAGES = 10
 # Residents read times on the clock of the communities GridHub serves (UTC+8, no DST).
-SHOWN_TIME_ZONE = timezone(timedelta(hours=8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,4 +285,4 @@ def _stamp(value: str | None) -> Stamp | None:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return Stamp(iso=value, shown=moment.astimezone(SHOWN_TIME_ZONE).strftime("%Y-%m-%d %H:%M"))
+    return Stamp(iso=value, shown=moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M"))

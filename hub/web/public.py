@@ -7,7 +7,7 @@ viewer who could see more.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 from xml.etree import ElementTree
 
@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from hub.web.markdown import render as render_markdown
 from hub.web.site import QueryFailed, Site
+from hub.web.vocabulary import BEIJING
 
 PAGE_SIZE = 20
 # A district has a few dozen communities; the filter reads at most this many pages of 100.
@@ -28,7 +29,6 @@ XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 # RFC 4151 tag URIs name the feed and its entries, independent of the host name.
 TAG_PREFIX = "tag:gridhub,2026:"
 # Residents read times in their own zone; China has one, without summer time.
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 # Why a notices list could not be shown, by the input the API refused.
 PROBLEMS = {
     "cursor": "notices.bad_cursor",

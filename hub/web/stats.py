@@ -20,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from markupsafe import Markup
@@ -39,7 +39,7 @@ from hub.stats.disclosure import (
 )
 from hub.web.charts import Bar, bar_chart
 from hub.web.site import QueryFailed, Site
-from hub.web.vocabulary import CATEGORIES, STATUSES
+from hub.web.vocabulary import BEIJING, CATEGORIES, STATUSES
 
 COMMUNITY_LEVEL = "community"
 CACHE_SECONDS = 60.0
@@ -49,7 +49,6 @@ MAX_COMMUNITY_PAGES = 10
 TIMES_SLOTS = 16
 MONTHS = 12
 # Counts and months are on Beijing's clock; China keeps one offset all year.
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 # The month table's column for everything before the last twelve months: with it, the month
 # table counts the same events as the others, and its row totals are theirs.
 EARLIER = "earlier"

@@ -1,10 +1,13 @@
-"""The event enums' values as the API spells them, in the order the pages list them.
+"""The event enums' values as the API spells them, in the order the pages list them, and the
+clock the pages show times on.
 
 The pages may not import the domain (import-linter), so these are copies: a test holds them
 equal to the GraphQL schema's enums, and the open statuses to hub/events/states.py.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta, timezone
 
 CATEGORIES = (
     "PUBLIC_SAFETY",
@@ -31,3 +34,6 @@ STATUSES = (
 )
 OPEN_STATUSES = ("REPORTED", "ACCEPTED", "DISPATCHED", "IN_PROGRESS", "REOPENED")
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+
+# The pages show times on Beijing time (China has one time zone and no daylight saving).
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
