@@ -19,10 +19,12 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from hub.api.ids import to_global_id
+from hub.authz import audit, store
 from hub.commands.policy import policy
 from hub.config import Settings
 from hub.db import Database
 from hub.web import audit as audit_pages
+from hub.web.audit_policy import definitions
 from hub.web.i18n import Catalogue
 from tests.policy_clients import credentials, token
 from tests.world import World
@@ -83,6 +85,11 @@ async def graphql(app: Any, headers: dict[str, str], query: str, **variables: An
     return body["data"]
 
 
+def with_language(path: str, language: str) -> str:
+    # Not params=: httpx would replace the path's own query string with them.
+    return f"{path}{'&' if '?' in path else '?'}lang={language}"
+
+
 def attributes(html: str, element_id: str, tag: str) -> list[dict[str, str]]:
     """The data-* attributes and text of every `tag` inside the element `element_id`."""
     start = html.index(f'id="{element_id}"')
@@ -118,6 +125,10 @@ def assert_same_matrix(html: str, cli: dict[tuple[str, str], dict[str, str]]) ->
     assert roles == list(next(iter(fields.values())))
     expected = {(name, role): level for name, row in fields.items() for role, level in row.items()}
     assert cells == expected
+
+
+def policy_text(settings: Settings) -> str:
+    return (settings.policy_dir / "policy.csv").read_text(encoding="utf-8")
 
 
 def history_rows(html: str) -> dict[str, dict[str, str]]:
@@ -162,7 +173,7 @@ async def test_every_page_renders_for_an_auditor(auditor: httpx.AsyncClient, lan
         "/audit/grants": "audit.grants.title",
     }
     for path in PAGES:
-        response = await auditor.get(path, params={"lang": language})
+        response = await auditor.get(with_language(path, language))
         assert response.status_code == 200, (path, response.text)
         html = response.text
         assert f'<html lang="{language}">' in html
@@ -216,6 +227,47 @@ async def test_an_unknown_version_is_404(auditor: httpx.AsyncClient) -> None:
     assert (await auditor.get("/audit/schema?role=mayor")).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("path", "status", "message", "values"),
+    [
+        ("/audit/schema?from=99", 404, "audit.error.no_version", {"version": 99}),
+        ("/audit/schema?to=7", 404, "audit.error.no_version", {"version": 7}),
+        ("/audit/matrix?version=99", 404, "audit.error.no_version", {"version": 99}),
+        (
+            "/audit/matrix?version=abc",
+            400,
+            "audit.error.bad_number",
+            {"name": "version", "value": "abc"},
+        ),
+        ("/audit/schema?role=mayor", 404, "audit.error.unknown_role", {"role": "mayor"}),
+        ("/audit/grants?after=not-a-cursor", 400, None, {}),
+    ],
+)
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+async def test_errors_stay_in_the_console(
+    auditor: httpx.AsyncClient,
+    path: str,
+    status: int,
+    message: str | None,
+    values: dict[str, Any],
+    language: str,
+) -> None:
+    page = await auditor.get(with_language(path, language))
+    assert page.status_code == status
+    html = unescape(page.text)
+    # The console's frame and navigation, a specific message, and the way back to the console;
+    # not the public error page's link home.
+    assert 'class="audit-nav"' in html and 'id="console-error"' in html
+    assert '<a href="/audit">' + WORDS.text(language, "audit.error.back") in html
+    assert WORDS.text(language, "error.home") not in html
+    if message == "audit.error.unknown_role":
+        assert "mayor" in html and "v1" in html
+    elif message is not None:
+        assert WORDS.text(language, message, **values) in html
+    if message == "audit.error.no_version":
+        assert 'href="/audit/policies"' in html
+
+
 # --- a policy change -------------------------------------------------------------------------
 
 
@@ -233,6 +285,15 @@ async def test_a_policy_change_shows_in_the_history_the_diff_and_the_matrix(
     assert "live" in rows["2"]["text"]
     assert "Rollback point" in rows["1"]["text"]
     assert 'href="/audit/schema?from=1&amp;to=2"' in history.text
+    # The first version "adds" the whole policy: summed up, its lines folded away.
+    first_lines = len(store.policy_lines(policy_text(settings)))
+    assert f"Initial policy, {first_lines} lines" in rows["1"]["text"]
+    assert "Lines changed (2 added, 0 removed)" in rows["2"]["text"]
+    # In Chinese the sentence has its verb, and full-width punctuation.
+    zh = await auditor.get("/audit/schema?from=1&to=2&lang=zh-CN")
+    meta = attributes(zh.text, "schema-versions", "time")
+    assert meta and "由 admin-1 于" in zh.text
+    assert re.search(r"</time> 修改，原因：审计员查看通知标题", zh.text)
 
     # All roles: the changed line and the one role whose access changes.
     summary = await auditor.get("/audit/schema?from=1&to=2&lang=en")
@@ -251,6 +312,17 @@ async def test_a_policy_change_shows_in_the_history_the_diff_and_the_matrix(
     assert any(line.startswith("+  notices(") for line in added), added
     assert all(line["text"].startswith("+") for line in lines if line["kind"] == "added")
     assert all(line["text"].startswith("-") for line in lines if line["kind"] == "removed")
+    # Each hunk names the definitions its changes are in.
+    where_of: dict[str, str] = {}
+    hunk = ""
+    for line in lines:
+        if line["kind"] == "hunk":
+            hunk = line["where"]
+            assert line["text"].endswith(hunk), line
+        where_of[line["text"]] = hunk
+    assert "type Notice" in where_of["+type Notice {"].split(", ")
+    notices = next(text for text in where_of if text.startswith("+  notices("))
+    assert "type Query" in where_of[notices].split(", ")
     # The default compares the live version with the one before it.
     default = await auditor.get("/audit/schema?role=auditor")
     assert 'data-from="1" data-to="2"' in default.text
@@ -478,3 +550,241 @@ async def test_a_tampered_log_shows_the_chain_broken(
     assert 'data-chain="broken"' in broken.text and 'data-chain="ok"' not in broken.text
     assert f'id="chain-first-bad">#{seq}<' in broken.text
     assert "Broken" in broken.text
+
+
+# --- the matrix's filters --------------------------------------------------------------------
+
+
+# Two roles that agree on a resident's name and differ on the phone number, which is sensitive.
+SMALL_POLICY = """
+g2, Resident.phone, sensitive
+g2, Resident.phone, mask:phone
+p, auditor, Resident, rows:all, allow
+p, auditor, Resident.name, read, allow
+p, health, Resident, rows:all, allow
+p, health, Resident.name, read, allow
+p, health, Resident.phone, read_masked, allow
+"""
+
+
+async def test_the_matrix_shows_only_differing_or_sensitive_fields(
+    auditor: httpx.AsyncClient, settings: Settings, db: Database
+) -> None:
+    env = {"GRIDHUB_POLICY_DIR": str(settings.policy_dir)}
+    cli = {name: row for (kind, name), row in cli_matrix(env=env).items() if kind == "field"}
+    everything = await auditor.get("/audit/matrix")
+    badges = set(re.findall(r'<th scope="row">([^<]+?) <span class="badge">', everything.text))
+    assert "Resident.idNumber" in badges
+
+    def fields(html: str) -> set[str]:
+        return {cell["field"] for cell in attributes(html, "policy-matrix", "td")}
+
+    assert fields(everything.text) == set(cli)
+    differ = await auditor.get("/audit/matrix?differ=1")
+    assert fields(differ.text) == {name for name, row in cli.items() if len(set(row.values())) > 1}
+    assert 'id="differ" name="differ" type="checkbox" value="1" checked' in differ.text
+    assert f'data-shown="{len(fields(differ.text))}" data-total="{len(cli)}"' in differ.text
+
+    sensitive = await auditor.get("/audit/matrix?sensitive=1")
+    assert fields(sensitive.text) == badges
+    both = await auditor.get("/audit/matrix?sensitive=1&differ=1")
+    assert fields(both.text) == badges & fields(differ.text)
+    # Whatever is shown still equals the CLI, cell by cell.
+    for page in (differ, sensitive, both):
+        _, cells = page_matrix(page.text)
+        assert all(cli[name][role] == level for (name, role), level in cells.items())
+
+    # In a policy where most fields are alike for every role, the filters leave few.
+    async with db.transaction() as session:
+        await session.execute(
+            text(
+                "INSERT INTO policy_versions (version, created_at, actor, reason, text, diff) "
+                "VALUES (2, CURRENT_TIMESTAMP, 'someone', 'small', :text, '')"
+            ),
+            {"text": SMALL_POLICY},
+        )
+    small = await auditor.get("/audit/matrix?version=2")
+    assert len(fields(small.text)) == len(cli)
+    assert fields((await auditor.get("/audit/matrix?version=2&differ=1")).text) == {
+        "Resident.phone"
+    }
+    assert fields((await auditor.get("/audit/matrix?version=2&sensitive=1")).text) == {
+        "Resident.phone"
+    }
+    nothing = await auditor.get("/audit/matrix?version=2&sensitive=1&differ=1&lang=en")
+    assert fields(nothing.text) == {"Resident.phone"}
+
+
+async def test_roles_are_named_in_the_pages_language(auditor: httpx.AsyncClient) -> None:
+    matrix = await auditor.get("/audit/matrix?lang=zh-CN")
+    header = matrix.text[matrix.text.index('id="policy-matrix"') : matrix.text.index("</thead>")]
+    dispatcher = re.search(r'data-role="dispatcher"><a [^>]*>([^<]+)</a>', header)
+    assert dispatcher and dispatcher.group(1) == "调度员"
+    schema = await auditor.get("/audit/schema?role=dispatcher&lang=en")
+    assert '<option value="dispatcher" selected>Dispatcher</option>' in schema.text
+    assert "<h1>The schema of Dispatcher</h1>" in schema.text
+
+
+# --- the log's records, in detail -----------------------------------------------------------
+
+
+async def test_the_log_shows_each_records_detail(
+    app: Any, world: World, auditor: httpx.AsyncClient, settings: Settings
+) -> None:
+    office = credentials(settings, "community_admin", subject="office-1", grids=["C1"])
+    notice = await graphql(
+        app,
+        office,
+        'mutation { createNotice(input: {title: "停水", body: "明日停水", '
+        'departmentCode: "community_service", gridCodes: ["C1"]}) { id } }',
+    )
+    publish = "mutation Publish($id: ID!) { publishNotice(id: $id) { status } }"
+    notice_id = notice["createNotice"]["id"]
+    await graphql(app, office, publish, id=notice_id)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        again = await http.post(
+            "/graphql",
+            json={"query": publish, "variables": {"id": notice_id}},
+            headers=office,
+        )
+        assert again.json()["errors"][0]["extensions"]["code"] == "INVALID_TRANSITION"
+        refused = await http.post(
+            "/graphql", json={"query": "{ me { role } }"}, headers={"Authorization": "Bearer x"}
+        )
+        assert refused.status_code == 401
+
+    page = await auditor.get("/audit/log", params={"kind": "mutation", "lang": "zh-CN"})
+    rows = [row for row in attributes(page.text, "access-log", "tr") if "seq" in row]
+    published = [row for row in rows if "Publish" in row["text"]]
+    assert len(published) == 2
+    failed, done = published  # newest first
+    # The failed attempt says why (its error code); the one that worked names the notice.
+    assert "INVALID_TRANSITION" in failed["text"]
+    assert "Notice:" in done["text"] and "Notice.publishedAt" in done["text"]
+    # The role in the page's language, in full-width brackets.
+    actors = {cell["text"] for cell in log_cells(page.text) if "actor" in cell}
+    assert actors == {"office-1 （社区管理员）"}
+    keys = re.findall(r'<dd data-key="([a-z_]+)">([^<]*)<', page.text)
+    assert ("codes", "INVALID_TRANSITION") in keys
+    # Every record names the policy version it was decided under, linked to its matrix.
+    assert '<a href="/audit/matrix?version=1">v1</a>' in page.text
+
+    failures = await auditor.get("/audit/log", params={"kind": "auth_failure", "lang": "en"})
+    cells = log_cells(failures.text)
+    actors = [cell for cell in cells if "actor" in cell]
+    # Nobody signed in has no role: no empty "()" after the actor.
+    assert actors and all(cell["text"] == "unknown" for cell in actors), actors
+    details = dict(re.findall(r'<dd data-key="([a-z_]+)">([^<]*)<', failures.text))
+    assert details["path"] == "/graphql" and details["reason"]
+    assert f"<dt>{WORDS.text('en', 'audit.detail.reason')}</dt>" in failures.text
+
+
+async def test_long_field_and_record_lists_are_folded(
+    auditor: httpx.AsyncClient, db: Database
+) -> None:
+    fields = tuple(f"Resident.field{n}" for n in range(8))
+    records = tuple(f"Resident:{n}" for n in range(1, 10))
+    async with db.transaction() as session:
+        await audit.append(
+            session,
+            audit.AuditEntry(
+                kind="read",
+                actor="reader-1",
+                role="health",
+                outcome="ok",
+                fields=fields,
+                records=records,
+                purpose="体检",
+            ),
+        )
+    page = await auditor.get("/audit/log?kind=read&lang=en")
+    html = page.text
+    cells = log_cells(html)
+    assert [c["fields"] for c in cells if "fields" in c] == [" ".join(sorted(fields))]
+    cell = html[
+        html.index('<td class="fields"') : html.index("</td>", html.index('<td class="fields"'))
+    ]
+    shown, folded = cell.split("<details", 1)
+    assert len(re.findall(r"<a ", shown)) == 5 and len(re.findall(r"<a ", folded)) == 3
+    assert WORDS.text("en", "audit.log.more_fields", count=3) in folded
+    cell = html[
+        html.index('<td class="records"') : html.index("</td>", html.index('<td class="records"'))
+    ]
+    shown, folded = cell.split("<details", 1)
+    assert len(re.findall(r"<a ", shown)) == 5
+    assert WORDS.text("en", "audit.log.more_records", count=4) in folded
+    assert "Resident:9" in folded
+
+
+async def test_an_empty_time_range_is_flagged(auditor: httpx.AsyncClient) -> None:
+    backwards = await auditor.get(
+        "/audit/log",
+        params={"since": "2025-01-02T00:00", "until": "2025-01-01T00:00", "lang": "en"},
+    )
+    assert backwards.status_code == 200
+    assert 'role="alert" id="log-range"' in backwards.text
+    assert WORDS.text("en", "audit.log.empty_range") in backwards.text
+    same = await auditor.get(
+        "/audit/log", params={"since": "2025-01-01T00:00", "until": "2025-01-01T00:00"}
+    )
+    assert 'id="log-range"' in same.text
+    fine = await auditor.get(
+        "/audit/log", params={"since": "2025-01-01T00:00", "until": "2025-01-02T00:00"}
+    )
+    assert 'id="log-range"' not in fine.text
+
+
+async def test_the_role_filter_offers_the_policys_roles(
+    app: Any, world: World, auditor: httpx.AsyncClient, settings: Settings
+) -> None:
+    await read_sensitive_fields(app, world, settings)
+    page = await auditor.get("/audit/log", params={"role": "health", "lang": "zh-CN"})
+    select = page.text[page.text.index('<select id="role"') : page.text.index("</select>")]
+    options = re.findall(r'<option value="([^"]*)"( selected)?>([^<]*)</option>', select)
+    assert options[0] == ("", "", WORDS.text("zh-CN", "audit.log.any_role"))
+    values = [value for value, _, _ in options[1:]]
+    assert {"auditor", "dispatcher", "health", "public_security"} <= set(values)
+    assert [value for value, selected, _ in options if selected] == ["health"]
+    assert ("dispatcher", "", "调度员") in options
+    assert [c["actor"] for c in log_cells(page.text) if "actor" in c] == ["doctor-3"]
+    # A role the policy no longer has (older records) can still be asked for.
+    gone = await auditor.get("/audit/log", params={"role": "night_watch"})
+    assert '<option value="night_watch" selected>night_watch</option>' in gone.text
+
+
+def test_each_sdl_line_belongs_to_its_definition() -> None:
+    sdl = [
+        '"""A place."""',
+        "type Grid implements Node {",
+        '  """Its code."""',
+        "  code: String!",
+        "}",
+        "",
+        "enum Level {",
+        "  GRID",
+        "}",
+        "",
+        "scalar JSON",
+        "union Thing = Grid | Resident",
+        "input GridFilter {",
+        "  code: String",
+        "}",
+    ]
+    assert definitions(sdl) == [
+        "type Grid",
+        "type Grid",
+        "type Grid",
+        "type Grid",
+        "type Grid",
+        None,
+        "enum Level",
+        "enum Level",
+        "enum Level",
+        None,
+        "scalar JSON",
+        "union Thing",
+        "input GridFilter",
+        "input GridFilter",
+        "input GridFilter",
+    ]

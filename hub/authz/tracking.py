@@ -3,6 +3,12 @@
 One listener on every ORM session notes, at each flush, the objects added, changed or deleted
 and the attributes that changed; `touched()` reads them back before the commit, so the audit
 record written in the same transaction names exactly what the transaction changed.
+
+Only the unit of work is seen: a Core or bulk `update(...)`/`delete(...)` statement goes around
+it and would leave the record naming nothing. A service that needs one (a conditional UPDATE
+deciding a race: hub.notices.service._move, hub.feedback.service.respond) then loads the row it
+wrote, marks the columns it set with `sqlalchemy.orm.attributes.flag_modified` and flushes, so
+the listener below sees them. (The domain services sit below hub.authz and cannot call in here.)
 """
 
 from __future__ import annotations

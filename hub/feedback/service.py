@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 
 from hub import validation
 from hub.db import utcnow
@@ -89,18 +90,27 @@ async def respond(
     # the feedback still "submitted". Reading the status first and writing after would let both
     # pass the check (PostgreSQL READ COMMITTED; on SQLite a read before the first write is not
     # even inside the transaction).
+    answer = {
+        Feedback.status: "responded",
+        Feedback.response: text,
+        Feedback.responder_department_id: department.id,
+        Feedback.responded_at: utcnow(),
+    }
     written = await session.execute(
         update(Feedback)
         .where(Feedback.tracking_code == code, Feedback.status == "submitted")
-        .values(
-            status="responded",
-            response=text,
-            responder_department_id=department.id,
-            responded_at=utcnow(),
-        )
+        .values(answer)
         .execution_options(synchronize_session=False)
     )
     if cast("CursorResult[Any]", written).rowcount != 1:
         await get_by_tracking_code(session, tracking_code=code)  # NotFound if there is none
         raise InvalidTransition("this feedback already has a response")
-    return await get_by_tracking_code(session, tracking_code=code)
+    feedback = await get_by_tracking_code(session, tracking_code=code)
+    # The UPDATE went around the unit of work, where the access log's tracker looks (at each
+    # flush): show the ORM what it wrote, so the mutation's record names this feedback and these
+    # fields. The flush writes the same values again by primary key, to a row this transaction
+    # already holds; the decision above stays the conditional UPDATE's.
+    for column in answer:
+        flag_modified(feedback, column.key)
+    await session.flush()
+    return feedback

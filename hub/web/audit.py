@@ -8,49 +8,103 @@ exactly what the auditor's own GraphQL schema shows. The matrix and the SDL are 
 from the policy texts read that way, with the CLI's own functions (hub.web.audit_policy).
 
 Times show in Beijing time (UTC+8, no daylight saving); the log's since/until inputs are read
-as Beijing time too.
+as Beijing time too. A request the console cannot answer (an unknown version, a bad number)
+gets an error page inside the console, saying what was wrong and linking back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from hub.api.registry import SchemaRegistry
-from hub.web.audit_policy import PolicyLens, PolicyTextError
+from hub.web.audit_policy import Analysis, PolicyLens, PolicyTextError
 from hub.web.site import QueryFailed, SignedIn, Site
+from hub.web.vocabulary import BEIJING
 
 AUDITORS = ("auditor",)
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 LOG_PAGE_SIZE = 50
 GRANT_PAGE_SIZE = 50
 HISTORY_PAGE_SIZE = 20
-# How many of a log record's records the table lists before "and N more".
+# How many of a log record's fields and records the table lists before "and N more".
+FIELDS_SHOWN = 5
 RECORDS_SHOWN = 5
 # The access log's kinds (hub.authz.audit), offered as a filter.
-LOG_KINDS = ("read", "mutation", "policy", "auth_failure", "emergency", "sync")
+LOG_KINDS = ("read", "mutation", "policy", "auth_failure", "emergency", "sync", "delivery")
 # The log's text filters: query parameters named as AuditFilter's fields.
 TEXT_FILTERS = ("actor", "role", "record", "field", "purpose", "kind")
-STATUS_OF_CODE = {"NOT_FOUND": 404, "BAD_USER_INPUT": 400}
+# A record's detail, as its writers name the keys (hub.api.audit, hub.api.http, hub.authz.audit,
+# the connectors): what the console calls each, in the order it lists them. Other keys show as
+# they are named; policy_version shows as a link to that version's matrix.
+DETAIL_LABELS = {
+    "codes": "audit.detail.codes",
+    "reason": "audit.detail.reason",
+    "path": "audit.detail.path",
+    "suppressed": "audit.detail.suppressed",
+    "emergency": "audit.detail.emergency",
+    "records_truncated": "audit.detail.records_truncated",
+    "clipped": "audit.detail.clipped",
+    "run": "audit.detail.run",
+    "policy_version": "audit.detail.policy_version",
+}
+# The console's error pages: a title for each status.
+ERROR_TITLES = {
+    400: "audit.error.title_bad",
+    404: "audit.error.title_missing",
+    500: "audit.error.title_failed",
+}
+# The matrix's filters, each a query parameter set to 1: only the fields whose level differs
+# between roles; only the sensitive fields.
+MATRIX_FILTERS = ("differ", "sensitive")
+
+
+class ConsoleError(Exception):
+    """A request the console cannot answer: shown inside the console, with `key`'s message."""
+
+    def __init__(
+        self, status: int, key: str, *, related: tuple[str, str] | None = None, **params: Any
+    ) -> None:
+        super().__init__(key)
+        self.status = status
+        self.key = key
+        # A page that helps (href, message key), besides the way back to the console.
+        self.related = related
+        self.params = params
+
+
+@dataclass(frozen=True)
+class DetailItem:
+    """One entry of a log record's detail, ready to show: `label` is a message key (None:
+    show `key` itself); `flag` is set for a yes/no value, else `text` holds the value."""
+
+    key: str
+    label: str | None
+    text: str
+    flag: bool | None = None
+
+
+Page = Callable[[Request, SignedIn], Awaitable[Response]]
 
 
 def routes(site: Site) -> list[BaseRoute]:
     console = Console(site)
-    return [
-        Route("/audit", console.overview),
-        Route("/audit/matrix", console.matrix),
-        Route("/audit/schema", console.schema),
-        Route("/audit/policies", console.policies),
-        Route("/audit/log", console.log),
-        Route("/audit/grants", console.grants),
+    pages: list[tuple[str, str, Page]] = [
+        ("/audit", "overview", console.overview),
+        ("/audit/matrix", "matrix", console.matrix),
+        ("/audit/schema", "schema", console.schema),
+        ("/audit/policies", "policies", console.policies),
+        ("/audit/log", "log", console.log),
+        ("/audit/grants", "grants", console.grants),
     ]
+    return [Route(path, console.page(section, handler)) for path, section, handler in pages]
 
 
 class Console:
@@ -66,16 +120,26 @@ class Console:
             self._lens = PolicyLens(registry)
         return self._lens
 
+    def page(self, section: str, handler: Page) -> Callable[[Request], Awaitable[Response]]:
+        """`handler` for auditors only, its failures shown inside the console."""
+
+        async def endpoint(request: Request) -> Response:
+            auditor = await self.site.require(request, AUDITORS)
+            if not isinstance(auditor, SignedIn):
+                return auditor
+            try:
+                return await handler(request, auditor)
+            except QueryFailed as failed:
+                return self._error(request, section, _console_error(failed))
+            except ConsoleError as error:
+                return self._error(request, section, error)
+
+        return endpoint
+
     # --- pages ---------------------------------------------------------------------------
 
-    async def overview(self, request: Request) -> Response:
-        auditor = await self.site.require(request, AUDITORS)
-        if not isinstance(auditor, SignedIn):
-            return auditor
-        try:
-            data = await self._query("AuditOverview", {}, auditor)
-        except QueryFailed as failed:
-            return self._failed(request, failed)
+    async def overview(self, request: Request, auditor: SignedIn) -> Response:
+        data = await self._query("AuditOverview", {}, auditor)
         versions = data["policyVersions"]
         return self.site.render(
             request,
@@ -92,17 +156,11 @@ class Console:
             all_grants=data["allGrants"]["totalCount"],
         )
 
-    async def matrix(self, request: Request) -> Response:
-        auditor = await self.site.require(request, AUDITORS)
-        if not isinstance(auditor, SignedIn):
-            return auditor
+    async def matrix(self, request: Request, auditor: SignedIn) -> Response:
         wanted = _int_param(request, "version")
-        try:
-            version = await self._version(auditor, wanted)
-        except QueryFailed as failed:
-            return self._failed(request, failed)
+        version = await self._version(auditor, wanted)
         if version is None:
-            return self.site.error(request, 404, "audit.error.no_policy")
+            raise ConsoleError(404, "audit.error.no_policy")
         text = version["text"]
         try:
             # Compiling a policy is CPU work (tens of ms the first time): off the event loop,
@@ -111,8 +169,10 @@ class Console:
             matrix = await asyncio.to_thread(self.lens.matrix, text)
         except PolicyTextError as exc:
             return self._unloadable(request, version["version"], exc)
+        only = {name for name in MATRIX_FILTERS if request.query_params.get(name) == "1"}
+        shown = [row for row in matrix.fields if _matrix_row_shown(row, only, analysis)]
         groups: dict[str, list[Any]] = {}
-        for row in matrix.fields:
+        for row in shown:
             groups.setdefault(row.type_name, []).append(row)
         return self.site.render(
             request,
@@ -122,26 +182,25 @@ class Console:
             version=version,
             roles=matrix.roles,
             groups=groups,
+            only=only,
+            shown=len(shown),
+            total=len(matrix.fields),
             scopes=matrix.scopes,
             scope_cell=_scope_words,
             sensitive=analysis.sensitive,
         )
 
-    async def schema(self, request: Request) -> Response:
-        auditor = await self.site.require(request, AUDITORS)
-        if not isinstance(auditor, SignedIn):
-            return auditor
+    async def schema(self, request: Request, auditor: SignedIn) -> Response:
         role = (request.query_params.get("role") or "").strip() or None
         wanted_new = _int_param(request, "to")
         wanted_old = _int_param(request, "from")
-        try:
-            new = await self._version(auditor, wanted_new)
-            if new is None:
-                return self.site.error(request, 404, "audit.error.no_policy")
-            old_number = wanted_old if wanted_old is not None else new["version"] - 1
-            old = await self._version(auditor, old_number) if old_number >= 1 else None
-        except QueryFailed as failed:
-            return self._failed(request, failed)
+        new = await self._version(auditor, wanted_new)
+        if new is None:
+            raise ConsoleError(404, "audit.error.no_policy")
+        old_number = wanted_old if wanted_old is not None else new["version"] - 1
+        if wanted_old is not None and old_number < 1:
+            raise ConsoleError(404, "audit.error.no_version", version=old_number, related=HISTORY)
+        old = await self._version(auditor, old_number) if old_number >= 1 else None
         labels = (f"v{old['version']}/{role}" if old else "", f"v{new['version']}/{role}")
         try:
             view = await asyncio.to_thread(
@@ -154,7 +213,12 @@ class Console:
         except PolicyTextError as exc:
             return self._unloadable(request, new["version"], exc)
         if role is not None and role not in view.roles:
-            return self.site.error(request, 404, "audit.error.unknown_role")
+            raise ConsoleError(
+                404,
+                "audit.error.unknown_role",
+                role=role,
+                versions=f"v{old['version']} / v{new['version']}" if old else f"v{new['version']}",
+            )
         return self.site.render(
             request,
             "audit_schema.html",
@@ -169,19 +233,11 @@ class Console:
             diff=view.diff,
         )
 
-    async def policies(self, request: Request) -> Response:
-        auditor = await self.site.require(request, AUDITORS)
-        if not isinstance(auditor, SignedIn):
-            return auditor
-        try:
-            data = await self._query(
-                "AuditPolicyHistory", _page(request, HISTORY_PAGE_SIZE), auditor
-            )
-            history = data["policyVersions"]
-            restored_by = await self._restored_by(auditor)
-            latest = await self._latest_number(auditor, history)
-        except QueryFailed as failed:
-            return self._failed(request, failed)
+    async def policies(self, request: Request, auditor: SignedIn) -> Response:
+        data = await self._query("AuditPolicyHistory", _page(request, HISTORY_PAGE_SIZE), auditor)
+        history = data["policyVersions"]
+        restored_by = await self._restored_by(auditor)
+        latest = await self._latest_number(auditor, history)
         nodes = history["nodes"]
         refusals = await asyncio.to_thread(
             self.lens.restore_refusals,
@@ -193,6 +249,7 @@ class Console:
                 "live": node["version"] == latest,
                 "restored_by": restored_by.get(node["version"], []),
                 "refusal": refusal,
+                **_line_counts(node["diff"]),
             }
             for node, refusal in zip(nodes, refusals, strict=True)
         ]
@@ -206,20 +263,23 @@ class Console:
             page_info=history["pageInfo"],
         )
 
-    async def log(self, request: Request) -> Response:
-        auditor = await self.site.require(request, AUDITORS)
-        if not isinstance(auditor, SignedIn):
-            return auditor
+    async def log(self, request: Request, auditor: SignedIn) -> Response:
         values = {name: (request.query_params.get(name) or "").strip() for name in TEXT_FILTERS}
         values["since"] = (request.query_params.get("since") or "").strip()
         values["until"] = (request.query_params.get("until") or "").strip()
         error: str | None = None
+        empty_range = False
         log: dict[str, Any] | None = None
         try:
             audit_filter = _audit_filter(values)
         except ValueError:
             error = "audit.log.bad_time"
         else:
+            # since is inclusive and until exclusive: until at or before since finds nothing,
+            # which is worth saying rather than leaving the auditor with an empty table.
+            if "since" in audit_filter and "until" in audit_filter:
+                since = datetime.fromisoformat(audit_filter["since"])
+                empty_range = datetime.fromisoformat(audit_filter["until"]) <= since
             try:
                 data = await self._query(
                     "AuditLog", {"filter": audit_filter, **_page(request, LOG_PAGE_SIZE)}, auditor
@@ -227,7 +287,7 @@ class Console:
                 log = data["auditLog"]
             except QueryFailed as failed:
                 if failed.code != "BAD_USER_INPUT":
-                    return self._failed(request, failed)
+                    raise
                 error = "audit.log.bad_filter"
         return self.site.render(
             request,
@@ -237,23 +297,21 @@ class Console:
             when=beijing,
             values=values,
             kinds=LOG_KINDS,
+            roles=await self._policy_roles(auditor),
             fields=list(self.lens.catalogue.field_objects()),
             error=error,
+            empty_range=empty_range,
             log=log,
+            details=detail_items,
+            fields_shown=FIELDS_SHOWN,
             records_shown=RECORDS_SHOWN,
         )
 
-    async def grants(self, request: Request) -> Response:
-        auditor = await self.site.require(request, AUDITORS)
-        if not isinstance(auditor, SignedIn):
-            return auditor
+    async def grants(self, request: Request, auditor: SignedIn) -> Response:
         active = request.query_params.get("active") == "1"
-        try:
-            data = await self._query(
-                "AuditGrants", {"active": active, **_page(request, GRANT_PAGE_SIZE)}, auditor
-            )
-        except QueryFailed as failed:
-            return self._failed(request, failed)
+        data = await self._query(
+            "AuditGrants", {"active": active, **_page(request, GRANT_PAGE_SIZE)}, auditor
+        )
         return self.site.render(
             request,
             "audit_grants.html",
@@ -273,13 +331,32 @@ class Console:
         return await self.site.query(name, variables, viewer=auditor.viewer)
 
     async def _version(self, auditor: SignedIn, number: int | None) -> dict[str, Any] | None:
-        """A stored version with its text: `number`, or the live (highest) one."""
+        """A stored version with its text: `number` (ConsoleError when there is none), or the
+        live (highest) one (None before the first)."""
         if number is None:
             nodes = (await self._query("AuditLatestPolicy", {}, auditor))["policyVersions"]
             return nodes["nodes"][0] if nodes["nodes"] else None
-        data = await self._query("AuditPolicyVersion", {"version": number}, auditor)
+        try:
+            data = await self._query("AuditPolicyVersion", {"version": number}, auditor)
+        except QueryFailed as failed:
+            if failed.code != "NOT_FOUND":
+                raise
+            raise ConsoleError(
+                404, "audit.error.no_version", version=number, related=HISTORY
+            ) from None
         found: dict[str, Any] | None = data["policyVersion"]
         return found
+
+    async def _policy_roles(self, auditor: SignedIn) -> tuple[str, ...]:
+        """The live policy's roles, for the log's role filter; none if it does not load."""
+        latest = await self._version(auditor, None)
+        if latest is None:
+            return ()
+        try:
+            analysis: Analysis = await asyncio.to_thread(self.lens.analyse, latest["text"])
+        except PolicyTextError:
+            return ()
+        return analysis.roles
 
     async def _latest_number(self, auditor: SignedIn, history: Mapping[str, Any]) -> int | None:
         # The first page, newest first, starts with the live version; other pages ask.
@@ -306,10 +383,22 @@ class Console:
 
     # --- failures ------------------------------------------------------------------------
 
-    def _failed(self, request: Request, failed: QueryFailed) -> Response:
-        status = STATUS_OF_CODE.get(failed.code, 500)
-        key = {404: "error.not_found", 400: "error.bad_request"}.get(status, "audit.error.query")
-        return self.site.error(request, status, key)
+    def _error(self, request: Request, section: str, error: ConsoleError) -> Response:
+        related = None
+        if error.related is not None:
+            related = {"href": error.related[0], "key": error.related[1]}
+        return self.site.render(
+            request,
+            "audit_error.html",
+            status_code=error.status,
+            section=section,
+            when=beijing,
+            status=error.status,
+            title=ERROR_TITLES.get(error.status, ERROR_TITLES[500]),
+            message=error.key,
+            params=error.params,
+            related=related,
+        )
 
     def _unloadable(self, request: Request, version: int, exc: PolicyTextError) -> Response:
         return self.site.render(
@@ -324,6 +413,58 @@ class Console:
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+HISTORY = ("/audit/policies", "audit.error.to_history")
+
+
+def _console_error(failed: QueryFailed) -> ConsoleError:
+    """What the console says about an operation that failed (a bad cursor, say)."""
+    if failed.code == "NOT_FOUND":
+        return ConsoleError(404, "audit.error.not_found")
+    if failed.code == "BAD_USER_INPUT":
+        return ConsoleError(400, "audit.error.bad_request", reason=str(failed))
+    return ConsoleError(500, "audit.error.query")
+
+
+def detail_items(detail: Mapping[str, Any] | None) -> list[DetailItem]:
+    """A log record's detail as the table shows it: the known keys first, in DETAIL_LABELS'
+    order, named in the page's language; lists joined; anything else as compact JSON."""
+    if not detail:
+        return []
+    order = list(DETAIL_LABELS)
+    keys = sorted(detail, key=lambda key: (order.index(key) if key in order else len(order), key))
+    items = []
+    for key in keys:
+        value = detail[key]
+        label = DETAIL_LABELS.get(key)
+        if isinstance(value, bool):
+            items.append(DetailItem(key, label, "", flag=value))
+        elif isinstance(value, list):
+            items.append(DetailItem(key, label, ", ".join(_compact(item) for item in value)))
+        else:
+            items.append(DetailItem(key, label, _compact(value)))
+    return items
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
+
+
+def _matrix_row_shown(row: Any, only: set[str], analysis: Analysis) -> bool:
+    if "differ" in only and len(set(row.levels.values())) < 2:
+        return False
+    return not ("sensitive" in only and not analysis.sensitive(row.object))
+
+
+def _line_counts(diff: str | None) -> dict[str, int]:
+    """How many policy lines a version added and removed (its stored line diff)."""
+    lines = (diff or "").splitlines()
+    return {
+        "added": sum(line.startswith("+") for line in lines),
+        "removed": sum(line.startswith("-") for line in lines),
+    }
 
 
 def beijing(value: str | None) -> str:
@@ -358,7 +499,7 @@ def _int_param(request: Request, name: str) -> int | None:
     if not raw:
         return None
     if not raw.isdigit() or len(raw) > 9:
-        raise HTTPException(400, f"{name} must be a positive number")
+        raise ConsoleError(400, "audit.error.bad_number", name=name, value=raw[:20])
     return int(raw)
 
 

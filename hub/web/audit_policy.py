@@ -11,6 +11,7 @@ policy text: a stored version never changes.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -40,10 +41,12 @@ class Analysis:
 
 @dataclass(frozen=True)
 class DiffLine:
-    """One line of a unified diff; `kind` is added, removed, hunk, header or context."""
+    """One line of a unified diff; `kind` is added, removed, hunk, header or context. A hunk
+    line names the SDL definitions its changed lines are in, e.g. ("type Resident",)."""
 
     kind: str
     text: str
+    where: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,7 @@ class PolicyLens:
     ) -> list[DiffLine]:
         old = self.sdl(old_text, role)
         new = self.sdl(new_text, role)
-        lines = difflib.unified_diff(
-            old.splitlines(), new.splitlines(), old_label, new_label, lineterm=""
-        )
-        return [DiffLine(_diff_kind(line), line) for line in lines]
+        return sdl_diff(old.splitlines(), new.splitlines(), old_label, new_label)
 
     def changes(self, old_text: str, new_text: str) -> report.PolicyDiff:
         old = self.analyse(old_text)
@@ -136,16 +136,72 @@ class PolicyLens:
         return _restore_refusal(self._full, self._model_text, text, expected)
 
 
-def _diff_kind(line: str) -> str:
-    if line.startswith(("+++", "---")):
-        return "header"
-    if line.startswith("@@"):
-        return "hunk"
-    if line.startswith("+"):
-        return "added"
-    if line.startswith("-"):
-        return "removed"
-    return "context"
+def sdl_diff(old: list[str], new: list[str], old_label: str, new_label: str) -> list[DiffLine]:
+    """A unified diff of two SDL texts (as difflib.unified_diff writes it, three lines of
+    context), each hunk naming the definitions it changes: a hunk of field lines alone does not
+    say which type they belong to."""
+    groups = list(difflib.SequenceMatcher(None, old, new, autojunk=False).get_grouped_opcodes(3))
+    if not groups:
+        return []
+    old_owners, new_owners = definitions(old), definitions(new)
+    lines = [DiffLine("header", f"--- {old_label}"), DiffLine("header", f"+++ {new_label}")]
+    for group in groups:
+        body: list[DiffLine] = []
+        owners: list[str | None] = []
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                body += [DiffLine("context", f" {line}") for line in old[i1:i2]]
+                continue
+            body += [DiffLine("removed", f"-{line}") for line in old[i1:i2]]
+            body += [DiffLine("added", f"+{line}") for line in new[j1:j2]]
+            owners += [*old_owners[i1:i2], *new_owners[j1:j2]]
+        first, last = group[0], group[-1]
+        ranges = f"-{_range(first[1], last[2])} +{_range(first[3], last[4])}"
+        where = tuple(dict.fromkeys(owner for owner in owners if owner))  # ordered, unique
+        lines.append(DiffLine("hunk", f"@@ {ranges} @@", where))
+        lines += body
+    return lines
+
+
+def _range(start: int, stop: int) -> str:
+    # difflib's own notation: "start,length", 1-based; an empty range names the line before.
+    length = stop - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start if length == 0 else start + 1},{length}"
+
+
+# A definition at the start of a line of SDL, as graphql-core prints it.
+_DEFINITION = re.compile(
+    r"^(?:extend\s+)?(schema|type|input|enum|interface|union|scalar|directive)\b\s*@?(\w*)"
+)
+
+
+def definitions(lines: list[str]) -> list[str | None]:
+    """The definition each SDL line belongs to ("type Resident", "enum NoticeStatus"): a
+    block's header, members and closing brace; a top-level description, the definition it
+    describes. None for blank lines between definitions."""
+    owners: list[str | None] = [None] * len(lines)
+    current: str | None = None
+    waiting: list[int] = []  # description lines before their definition
+    for index, line in enumerate(lines):
+        if current is not None:
+            owners[index] = current
+            if line.startswith("}"):
+                current = None
+            continue
+        found = _DEFINITION.match(line)
+        if found is None:
+            if line.strip():
+                waiting.append(index)
+            continue
+        name = f"{found[1]} {found[2]}".strip()
+        for earlier in [*waiting, index]:
+            owners[earlier] = name
+        waiting = []
+        if line.rstrip().endswith("{"):
+            current = name
+    return owners
 
 
 # Module-level caches keyed by everything the answer depends on: the full schema (one object
