@@ -157,3 +157,25 @@ async def test_of_concurrent_publications_only_the_winners_record_names_the_noti
     assert won.records == [f"Notice:{parse_global_id(notice_id, field='id')[1]}"]
     assert set(won.fields) == {"Notice.status", "Notice.publishedAt"}
     assert all(r.records == [] for r in records if r.outcome == "error")
+
+
+async def test_clearing_a_residents_tags_names_the_tags_field(
+    app: Any, world: World, settings: Settings, db: Database
+) -> None:
+    async with as_client(app, credentials(settings, "superuser")) as http:
+        first = await data(http, "query R { residents(first: 1) { nodes { id } } }")
+        global_id = first["residents"]["nodes"][0]["id"]
+        update = (
+            "mutation Tags($id: ID!, $tags: [String!]!) { updateResident(id: $id, "
+            "input: {tags: $tags}) { tags } }"
+        )
+        assert (await data(http, update, id=global_id, tags=["elderly"]))["updateResident"][
+            "tags"
+        ] == ["elderly"]
+        assert (await data(http, update, id=global_id, tags=[]))["updateResident"]["tags"] == []
+    records = await mutations(db, "Tags")
+    assert len(records) == 2
+    cleared = records[-1]
+    # Removing the last tag is a write of the resident's tags, on the record like adding one.
+    assert any(record.startswith("Resident:") for record in cleared.records)
+    assert "Resident.tags" in cleared.fields, cleared.fields

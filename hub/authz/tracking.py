@@ -45,6 +45,9 @@ def _record_of(obj: Any) -> str | None:
 
 
 _OFF = "gridhub.untracked"
+# Child rows are written as a field of their resident, named as the API names that field: an
+# auditor reads "Resident.tags", whether a tag was added or the last one removed.
+_CHILD_FIELDS = {"ResidentTag": "Resident.tags", "ResidentExternalId": "Resident.externalIds"}
 
 
 def untrack(session: Any) -> None:
@@ -64,6 +67,9 @@ def _note(session: Session, _context: Any) -> None:
             continue
         if (record := _record_of(obj)) is not None:
             touched.records.add(record)
+        if kind in _CHILD_FIELDS:
+            touched.fields.add(_CHILD_FIELDS[kind])
+            continue
         state = inspect(obj)
         for attr in state.mapper.column_attrs:
             if state.attrs[attr.key].history.has_changes():

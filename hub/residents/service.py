@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,8 +132,16 @@ async def _apply(
 async def _set_tags(session: AsyncSession, resident_id: int, tags: list[str]) -> None:
     """Replace the resident's tags. On update the caller holds the resident's row lock (see
     `update`), so two replacements of one resident's tags never interleave."""
-    await session.execute(delete(ResidentTag).where(ResidentTag.resident_id == resident_id))
-    session.add_all(ResidentTag(resident_id=resident_id, tag=tag) for tag in tags)
+    # Through the unit of work, and only the difference: the access log's tracker sees each tag
+    # removed or added (a bulk DELETE went around it, so clearing tags was never on the record).
+    statement = select(ResidentTag).where(ResidentTag.resident_id == resident_id)
+    existing = {row.tag: row for row in (await session.scalars(statement)).all()}
+    for tag, row in existing.items():
+        if tag not in tags:
+            await session.delete(row)
+    session.add_all(
+        ResidentTag(resident_id=resident_id, tag=tag) for tag in tags if tag not in existing
+    )
 
 
 async def _tags_of(session: AsyncSession, resident_id: int) -> list[str]:
