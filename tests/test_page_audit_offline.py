@@ -72,6 +72,8 @@ STAFF = {
         ("/audit/policies", 200),
         ("/audit/log", 200),
         ("/audit/grants", 200),
+        # An error inside the console is a console page too.
+        ("/audit/schema?from=99", 404),
     ],
 }
 # Not pages: the API, its IDE, Open311, static files, feeds (XML) and the health check.

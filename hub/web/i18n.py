@@ -43,6 +43,9 @@ class Catalogue:
             raise KeyError(f"no message {key!r}") from None
         return template.format(**values) if values else template
 
+    def has(self, key: str) -> bool:
+        return key in self._messages
+
     def keys(self) -> list[str]:
         return list(self._messages)
 

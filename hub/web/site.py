@@ -147,6 +147,11 @@ class Site:
         def t(key: str, **params: Any) -> str:
             return self.catalogue.text(language, key, **params)
 
+        def role_name(role: str) -> str:
+            # A role the catalogue does not name (one a policy change added) shows as itself.
+            key = "role." + role.replace(":", "_")
+            return t(key) if self.catalogue.has(key) else role
+
         nonce = request.state.form_nonce if hasattr(request.state, "form_nonce") else None
         signed_in: SignedIn | None = getattr(request.state, "signed_in", None)
         if signed_in is not None:
@@ -158,6 +163,7 @@ class Site:
         html = self.templates.get_template(template).render(
             lang=language,
             t=t,
+            role_name=role_name,
             csrf_token=csrf,
             signed_in=signed_in,
             path=request.url.path,
