@@ -150,7 +150,10 @@ def serve(
         os.environ["GRIDHUB_BROKER_URL"] = settings.broker_url
     if run_connectors:
         os.environ["GRIDHUB_RUN_CONNECTORS"] = "1"
-    click.echo(f"GridHub on http://{host}:{port}/graphql ({safe_url(settings.database_url)})")
+    click.echo(
+        f"GridHub on http://{host}:{port}/ (pages) and http://{host}:{port}/graphql "
+        f"({safe_url(settings.database_url)})"
+    )
     uvicorn.run(
         "hub.app:create_app",
         factory=True,
