@@ -24,18 +24,9 @@ from hub.events import service as events
 from hub.events.models import Event
 from hub.events.states import Action
 from hub.stats.disclosure import CountTable, DisclosedMeans, Mean, disclose_tables
-from hub.web.stats import (
-    BEIJING,
-    EARLIER,
-    FiguresCache,
-    Shown,
-    chart,
-    count_tables,
-    last_months,
-    rows_agree,
-    shown_columns,
-    time_unit,
-)
+from hub.web.stats import Shown, chart, shown_columns, time_unit
+from hub.web.stats_figures import EARLIER, FiguresCache, count_tables, last_months, rows_agree
+from hub.web.vocabulary import BEIJING
 from tests.world import World
 
 # (community's grid, category, how many). With k = 5, C1's 3 sanitation events are withheld,

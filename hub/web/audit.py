@@ -7,18 +7,16 @@ and reads through persisted operations run as the signed-in auditor, so the cons
 exactly what the auditor's own GraphQL schema shows. The matrix and the SDL are computed here
 from the policy texts read that way, with the CLI's own functions (hub.web.audit_policy).
 
-Times show in Beijing time (UTC+8, no daylight saving); the log's since/until inputs are read
-as Beijing time too. A request the console cannot answer (an unknown version, a bad number)
-gets an error page inside the console, saying what was wrong and linking back.
+Times show in Beijing time (UTC+8, no daylight saving); hub.web.audit_log reads the access
+log's filter (in Beijing time too) and words its records' detail. A request the console cannot
+answer (an unknown version, a bad number) gets an error page inside the console, saying what was
+wrong and linking back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -26,35 +24,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from hub.api.registry import SchemaRegistry
+from hub.authz.report import FieldRow
+from hub.web import audit_log
 from hub.web.audit_policy import Analysis, PolicyLens, PolicyTextError
 from hub.web.site import QueryFailed, SignedIn, Site
-from hub.web.vocabulary import BEIJING
+from hub.web.vocabulary import beijing_time
 
 AUDITORS = ("auditor",)
 LOG_PAGE_SIZE = 50
 GRANT_PAGE_SIZE = 50
 HISTORY_PAGE_SIZE = 20
-# How many of a log record's fields and records the table lists before "and N more".
-FIELDS_SHOWN = 5
-RECORDS_SHOWN = 5
-# The access log's kinds (hub.authz.audit), offered as a filter.
-LOG_KINDS = ("read", "mutation", "policy", "auth_failure", "emergency", "sync", "delivery")
-# The log's text filters: query parameters named as AuditFilter's fields.
-TEXT_FILTERS = ("actor", "role", "record", "field", "purpose", "kind")
-# A record's detail, as its writers name the keys (hub.api.audit, hub.api.http, hub.authz.audit,
-# the connectors): what the console calls each, in the order it lists them. Other keys show as
-# they are named; policy_version shows as a link to that version's matrix.
-DETAIL_LABELS = {
-    "codes": "audit.detail.codes",
-    "reason": "audit.detail.reason",
-    "path": "audit.detail.path",
-    "suppressed": "audit.detail.suppressed",
-    "emergency": "audit.detail.emergency",
-    "records_truncated": "audit.detail.records_truncated",
-    "clipped": "audit.detail.clipped",
-    "run": "audit.detail.run",
-    "policy_version": "audit.detail.policy_version",
-}
 # The console's error pages: a title for each status.
 ERROR_TITLES = {
     400: "audit.error.title_bad",
@@ -78,17 +57,6 @@ class ConsoleError(Exception):
         # A page that helps (href, message key), besides the way back to the console.
         self.related = related
         self.params = params
-
-
-@dataclass(frozen=True)
-class DetailItem:
-    """One entry of a log record's detail, ready to show: `label` is a message key (None:
-    show `key` itself); `flag` is set for a yes/no value, else `text` holds the value."""
-
-    key: str
-    label: str | None
-    text: str
-    flag: bool | None = None
 
 
 Page = Callable[[Request, SignedIn], Awaitable[Response]]
@@ -141,11 +109,10 @@ class Console:
     async def overview(self, request: Request, auditor: SignedIn) -> Response:
         data = await self._query("AuditOverview", {}, auditor)
         versions = data["policyVersions"]
-        return self.site.render(
+        return self._render(
             request,
             "audit.html",
-            section="overview",
-            when=beijing,
+            "overview",
             latest=versions["nodes"][0] if versions["nodes"] else None,
             version_count=versions["totalCount"],
             worker_version=data["me"]["policyVersion"],
@@ -171,14 +138,13 @@ class Console:
             return self._unloadable(request, version["version"], exc)
         only = {name for name in MATRIX_FILTERS if request.query_params.get(name) == "1"}
         shown = [row for row in matrix.fields if _matrix_row_shown(row, only, analysis)]
-        groups: dict[str, list[Any]] = {}
+        groups: dict[str, list[FieldRow]] = {}
         for row in shown:
             groups.setdefault(row.type_name, []).append(row)
-        return self.site.render(
+        return self._render(
             request,
             "audit_matrix.html",
-            section="matrix",
-            when=beijing,
+            "matrix",
             version=version,
             roles=matrix.roles,
             groups=groups,
@@ -219,11 +185,10 @@ class Console:
                 role=role,
                 versions=f"v{old['version']} / v{new['version']}" if old else f"v{new['version']}",
             )
-        return self.site.render(
+        return self._render(
             request,
             "audit_schema.html",
-            section="schema",
-            when=beijing,
+            "schema",
             role=role,
             roles=view.roles,
             new=new,
@@ -253,33 +218,26 @@ class Console:
             }
             for node, refusal in zip(nodes, refusals, strict=True)
         ]
-        return self.site.render(
+        return self._render(
             request,
             "audit_policies.html",
-            section="policies",
-            when=beijing,
+            "policies",
             rows=rows,
             total=history["totalCount"],
             page_info=history["pageInfo"],
         )
 
     async def log(self, request: Request, auditor: SignedIn) -> Response:
-        values = {name: (request.query_params.get(name) or "").strip() for name in TEXT_FILTERS}
-        values["since"] = (request.query_params.get("since") or "").strip()
-        values["until"] = (request.query_params.get("until") or "").strip()
+        values = audit_log.filter_values(request.query_params)
         error: str | None = None
         empty_range = False
         log: dict[str, Any] | None = None
         try:
-            audit_filter = _audit_filter(values)
+            audit_filter = audit_log.audit_filter(values)
         except ValueError:
             error = "audit.log.bad_time"
         else:
-            # since is inclusive and until exclusive: until at or before since finds nothing,
-            # which is worth saying rather than leaving the auditor with an empty table.
-            if "since" in audit_filter and "until" in audit_filter:
-                since = datetime.fromisoformat(audit_filter["since"])
-                empty_range = datetime.fromisoformat(audit_filter["until"]) <= since
+            empty_range = audit_log.empty_range(audit_filter)
             try:
                 data = await self._query(
                     "AuditLog", {"filter": audit_filter, **_page(request, LOG_PAGE_SIZE)}, auditor
@@ -289,22 +247,21 @@ class Console:
                 if failed.code != "BAD_USER_INPUT":
                     raise
                 error = "audit.log.bad_filter"
-        return self.site.render(
+        return self._render(
             request,
             "audit_log.html",
+            "log",
             status_code=400 if error else 200,
-            section="log",
-            when=beijing,
             values=values,
-            kinds=LOG_KINDS,
+            kinds=audit_log.LOG_KINDS,
             roles=await self._policy_roles(auditor),
             fields=list(self.lens.catalogue.field_objects()),
             error=error,
             empty_range=empty_range,
             log=log,
-            details=detail_items,
-            fields_shown=FIELDS_SHOWN,
-            records_shown=RECORDS_SHOWN,
+            details=audit_log.detail_items,
+            fields_shown=audit_log.FIELDS_SHOWN,
+            records_shown=audit_log.RECORDS_SHOWN,
         )
 
     async def grants(self, request: Request, auditor: SignedIn) -> Response:
@@ -312,14 +269,18 @@ class Console:
         data = await self._query(
             "AuditGrants", {"active": active, **_page(request, GRANT_PAGE_SIZE)}, auditor
         )
-        return self.site.render(
+        return self._render(
             request,
             "audit_grants.html",
-            section="grants",
-            when=beijing,
+            "grants",
             active=active,
             grants=data["emergencyGrants"],
         )
+
+    def _render(self, request: Request, template: str, section: str, **values: Any) -> Response:
+        # Every console page marks its section in the console's menu and shows times in
+        # Beijing time.
+        return self.site.render(request, template, section=section, when=beijing, **values)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -387,12 +348,11 @@ class Console:
         related = None
         if error.related is not None:
             related = {"href": error.related[0], "key": error.related[1]}
-        return self.site.render(
+        return self._render(
             request,
             "audit_error.html",
+            section,
             status_code=error.status,
-            section=section,
-            when=beijing,
             status=error.status,
             title=ERROR_TITLES.get(error.status, ERROR_TITLES[500]),
             message=error.key,
@@ -401,12 +361,11 @@ class Console:
         )
 
     def _unloadable(self, request: Request, version: int, exc: PolicyTextError) -> Response:
-        return self.site.render(
+        return self._render(
             request,
             "audit_unloadable.html",
+            "",
             status_code=409,
-            section="",
-            when=beijing,
             version=version,
             reason=str(exc),
         )
@@ -426,33 +385,7 @@ def _console_error(failed: QueryFailed) -> ConsoleError:
     return ConsoleError(500, "audit.error.query")
 
 
-def detail_items(detail: Mapping[str, Any] | None) -> list[DetailItem]:
-    """A log record's detail as the table shows it: the known keys first, in DETAIL_LABELS'
-    order, named in the page's language; lists joined; anything else as compact JSON."""
-    if not detail:
-        return []
-    order = list(DETAIL_LABELS)
-    keys = sorted(detail, key=lambda key: (order.index(key) if key in order else len(order), key))
-    items = []
-    for key in keys:
-        value = detail[key]
-        label = DETAIL_LABELS.get(key)
-        if isinstance(value, bool):
-            items.append(DetailItem(key, label, "", flag=value))
-        elif isinstance(value, list):
-            items.append(DetailItem(key, label, ", ".join(_compact(item) for item in value)))
-        else:
-            items.append(DetailItem(key, label, _compact(value)))
-    return items
-
-
-def _compact(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
-
-
-def _matrix_row_shown(row: Any, only: set[str], analysis: Analysis) -> bool:
+def _matrix_row_shown(row: FieldRow, only: set[str], analysis: Analysis) -> bool:
     if "differ" in only and len(set(row.levels.values())) < 2:
         return False
     return not ("sensitive" in only and not analysis.sensitive(row.object))
@@ -471,27 +404,7 @@ def beijing(value: str | None) -> str:
     """An ISO time from the API as Beijing wall-clock time, to the second; '' for none."""
     if not value:
         return ""
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:  # the API's times are UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def beijing_input(value: str) -> str:
-    """A datetime-local input's value (Beijing wall-clock time) as an ISO time with its
-    offset, as AuditFilter wants it. ValueError when it is not a time."""
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is not None:
-        raise ValueError("a datetime-local value has no offset")
-    return moment.replace(tzinfo=BEIJING).isoformat()
-
-
-def _audit_filter(values: Mapping[str, str]) -> dict[str, str]:
-    wanted = {name: values[name] for name in TEXT_FILTERS if values[name]}
-    for name in ("since", "until"):
-        if values[name]:
-            wanted[name] = beijing_input(values[name])
-    return wanted
+    return beijing_time(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _int_param(request: Request, name: str) -> int | None:

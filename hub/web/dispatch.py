@@ -32,7 +32,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hub.web.site import QueryFailed, SignedIn, Site
-from hub.web.vocabulary import BEIJING, CATEGORIES, OPEN_STATUSES, SEVERITIES, STATUSES
+from hub.web.vocabulary import (
+    BEIJING,
+    CATEGORIES,
+    OPEN_STATUSES,
+    SEVERITIES,
+    STATUSES,
+    beijing_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +284,7 @@ def _render(site: Site, request: Request, data: Mapping[str, Any], view: View) -
     actions = {name: a for name, a in ACTIONS.items() if a.mutation in callable_fields}
     english = language == "en"
     departments = [
-        {"code": d["code"], "name": d["nameEn"] if english and d["nameEn"] else d["name"]}
+        {"code": d["code"], "name": _department_name(d, english=english)}
         for d in data["departments"]["nodes"]
     ]
     events = data["events"]
@@ -318,11 +325,6 @@ def _row(
     english: bool,
 ) -> dict[str, Any]:
     department = event.get("department")
-    department_name = ""
-    if department:
-        department_name = (
-            department["nameEn"] if english and department["nameEn"] else department["name"]
-        )
     return {
         "code": event["code"],
         "title": event["title"],
@@ -334,7 +336,7 @@ def _row(
         "category_label": labels["category"].get(event["category"], event["category"]),
         "version": event["version"],
         "grid": (event.get("grid") or {}).get("name", ""),
-        "department": department_name,
+        "department": _department_name(department, english=english) if department else "",
         "reported": _moment(event["reportedAt"]),
         "deadline": _moment(event.get("deadline")),
         "overdue": bool(event.get("overdue")),
@@ -342,21 +344,22 @@ def _row(
     }
 
 
+def _department_name(department: Mapping[str, Any], *, english: bool) -> str:
+    # A department without an English name shows its Chinese one rather than nothing.
+    return str(department["nameEn"] if english and department["nameEn"] else department["name"])
+
+
 def _moment(value: str | None) -> dict[str, str] | None:
     """An API time as the page shows it: the exact instant for <time datetime> and the
     minute in Beijing time for people."""
     if not value:
         return None
-    moment = datetime.fromisoformat(value)
-    return {"iso": value, "text": moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M")}
+    return {"iso": value, "text": beijing_time(value).strftime("%Y-%m-%d %H:%M")}
 
 
 def _labels(site: Site, language: str) -> dict[str, Any]:
     """The board's words for the page and for board.js (which gets them as JSON)."""
-
-    def t(key: str) -> str:
-        return site.catalogue.text(language, key)
-
+    t = site.catalogue.translator(language)
     return {
         "status": {s: t(f"dispatch.status.{s}") for s in STATUSES},
         "severity": {s: t(f"dispatch.severity.{s}") for s in SEVERITIES},

@@ -18,7 +18,6 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from hub.web.ratelimit import SlidingWindowLimiter
 from hub.web.site import QueryFailed, Site
-from hub.web.vocabulary import BEIJING
+from hub.web.vocabulary import beijing_time
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,6 @@ COMMUNITY_LEVEL = "community"
 GRID_LEVEL = "grid"
 # 100 grids a page: past 1,000 choices a drop-down is of no use to anyone anyway.
 MAX_GRID_PAGES = 10
-# Residents read times on the clock of the communities GridHub serves (UTC+8, no DST).
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,15 +244,9 @@ async def _grid_groups(site: Site) -> list[GridGroup]:
 
 
 async def _grids_of_level(site: Site, level: str) -> list[dict[str, Any]]:
-    nodes: list[dict[str, Any]] = []
-    after: str | None = None
-    for _ in range(MAX_GRID_PAGES):
-        page = (await site.query("PublicGrids", {"level": level, "after": after}))["grids"]
-        nodes.extend(page["nodes"])
-        if not page["pageInfo"]["hasNextPage"]:
-            break
-        after = page["pageInfo"]["endCursor"]
-    return nodes
+    return await site.query_all(
+        "PublicGrids", {"level": level}, field="grids", max_pages=MAX_GRID_PAGES
+    )
 
 
 async def _look_up(site: Site, code: str) -> dict[str, Any] | None:
@@ -282,7 +274,4 @@ async def _look_up(site: Site, code: str) -> dict[str, Any] | None:
 def _stamp(value: str | None) -> Stamp | None:
     if not value:
         return None
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return Stamp(iso=value, shown=moment.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M"))
+    return Stamp(iso=value, shown=beijing_time(value).strftime("%Y-%m-%d %H:%M"))

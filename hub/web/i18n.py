@@ -7,13 +7,17 @@ message missing in one language, or defined twice, fails at load (and so in the 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from importlib import resources
 from typing import Any
 
 LANGUAGES = ("zh-CN", "en")
 DEFAULT_LANGUAGE = "zh-CN"
 _KEYS = {"zh-CN": "zh", "en": "en"}
+
+# A message in one language: t(key, **values), as the templates and the pages' views call it.
+Translate = Callable[..., str]
 
 
 class Catalogue:
@@ -42,6 +46,9 @@ class Catalogue:
         except KeyError:
             raise KeyError(f"no message {key!r}") from None
         return template.format(**values) if values else template
+
+    def translator(self, language: str) -> Translate:
+        return partial(self.text, language)
 
     def has(self, key: str) -> bool:
         return key in self._messages

@@ -7,7 +7,6 @@ each role that runs it, so a policy change that breaks a page fails CI rather th
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -22,8 +21,6 @@ DIRECTORY = "operations"
 class PersistedOperation:
     name: str
     document: str
-    # The document's SHA-256, as Apollo-style persisted queries name an operation.
-    sha256: str
 
 
 class UnknownOperation(KeyError):
@@ -53,8 +50,7 @@ class Operations:
             name = names[0]
             if name in found:
                 raise ValueError(f"{entry.name}: operation {name} is defined twice")
-            digest = hashlib.sha256(document.encode("utf-8")).hexdigest()
-            found[name] = PersistedOperation(name, document, digest)
+            found[name] = PersistedOperation(name, document)
         return cls(found)
 
     def __getitem__(self, name: str) -> PersistedOperation:

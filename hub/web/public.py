@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from hub.web.markdown import render as render_markdown
 from hub.web.site import QueryFailed, Site
-from hub.web.vocabulary import BEIJING
+from hub.web.vocabulary import beijing_time
 
 PAGE_SIZE = 20
 # A district has a few dozen communities; the filter reads at most this many pages of 100.
@@ -28,7 +28,6 @@ XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 # RFC 4151 tag URIs name the feed and its entries, independent of the host name.
 TAG_PREFIX = "tag:gridhub,2026:"
-# Residents read times in their own zone; China has one, without summer time.
 # Why a notices list could not be shown, by the input the API refused.
 PROBLEMS = {
     "cursor": "notices.bad_cursor",
@@ -135,16 +134,10 @@ def problem_of(failed: QueryFailed) -> str:
     return PROBLEMS.get(str(extensions.get("field")), "error.bad_request")
 
 
-async def community_list(site: Site) -> list[dict[str, str]]:
-    found: list[dict[str, str]] = []
-    after: str | None = None
-    for _ in range(MAX_COMMUNITY_PAGES):
-        grids = (await site.query("PublicCommunities", {"after": after}))["grids"]
-        found.extend(grids["nodes"])
-        if not grids["pageInfo"]["hasNextPage"]:
-            break
-        after = grids["pageInfo"]["endCursor"]
-    return found
+async def community_list(site: Site) -> list[dict[str, Any]]:
+    return await site.query_all(
+        "PublicCommunities", {}, field="grids", max_pages=MAX_COMMUNITY_PAGES
+    )
 
 
 # --- one notice -------------------------------------------------------------------------------
@@ -202,8 +195,7 @@ def display_time(value: str | None, *, date_only: bool = False) -> str:
     """An API time (ISO 8601 with its offset) as a resident reads it: Beijing time."""
     if not value:
         return ""
-    moment = datetime.fromisoformat(value).astimezone(BEIJING)
-    return moment.strftime("%Y-%m-%d" if date_only else "%Y-%m-%d %H:%M")
+    return beijing_time(value).strftime("%Y-%m-%d" if date_only else "%Y-%m-%d %H:%M")
 
 
 # --- Atom feeds (RFC 4287) --------------------------------------------------------------------
@@ -211,10 +203,7 @@ def display_time(value: str | None, *, date_only: bool = False) -> str:
 
 async def notices_feed(site: Site, request: Request, *, community: str | None) -> Response:
     language = site.language(request)
-
-    def t(key: str, **values: Any) -> str:
-        return site.catalogue.text(language, key, **values)
-
+    t = site.catalogue.translator(language)
     if community is None:
         title, alternate = t("notices.feed_title"), "/notices"
     else:

@@ -128,6 +128,21 @@ class Site:
             raise QueryFailed(code, first.message, list(result.errors))
         return dict(result.data or {})
 
+    async def query_all(
+        self, name: str, variables: Mapping[str, Any], *, field: str, max_pages: int
+    ) -> list[dict[str, Any]]:
+        """Every node of the connection `field` of a public operation that pages with
+        `$after`, reading at most `max_pages` pages (a bound on what one request can cost)."""
+        nodes: list[dict[str, Any]] = []
+        after: str | None = None
+        for _ in range(max_pages):
+            page = (await self.query(name, {**variables, "after": after}))[field]
+            nodes.extend(page["nodes"])
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        return nodes
+
     # --- rendering -----------------------------------------------------------------------
 
     def language(self, request: Request) -> str:
@@ -143,16 +158,14 @@ class Site:
         **values: Any,
     ) -> HTMLResponse:
         language = self.language(request)
-
-        def t(key: str, **params: Any) -> str:
-            return self.catalogue.text(language, key, **params)
+        t = self.catalogue.translator(language)
 
         def role_name(role: str) -> str:
             # A role the catalogue does not name (one a policy change added) shows as itself.
             key = "role." + role.replace(":", "_")
             return t(key) if self.catalogue.has(key) else role
 
-        nonce = request.state.form_nonce if hasattr(request.state, "form_nonce") else None
+        nonce: str | None = getattr(request.state, "form_nonce", None)
         signed_in: SignedIn | None = getattr(request.state, "signed_in", None)
         if signed_in is not None:
             csrf = self.sealer.csrf_token(signed_in.session.nonce)
@@ -333,7 +346,7 @@ def build_site(gateway: Gateway, settings: Settings) -> Starlette:
 
     routes.append(Route("/favicon.ico", favicon))
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         key = {403: "error.forbidden", 404: "error.not_found"}.get(status, "error.bad_request")
         return site.error(request, status, key)
@@ -341,7 +354,7 @@ def build_site(gateway: Gateway, settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(SiteMiddleware, site=site)],
-        exception_handlers={404: not_found, 403: not_found, 400: not_found},
+        exception_handlers={404: http_error, 403: http_error, 400: http_error},
     )
     app.state.site = site
     return app

@@ -1,12 +1,8 @@
-"""The public statistics page: events by category, status and month per community, and the
-average response and resolution times, as charts and tables, with small figures withheld.
+"""The public statistics page at /stats: the published figures (hub.web.stats_figures) as
+charts and tables.
 
-`/stats` shows every community as a row; `/stats?community=CODE` one community. Both show
-figures from one computation over all communities (`Figures`), suppressed together
-(hub.stats.disclosure): a figure withheld on one page is withheld on every page, so nobody can
-take it from the other. The figures are read through persisted operations as the public role,
-a fixed handful per computation (one more per 16 communities), and kept for a minute: the page
-is public, and each computation reads every event several times.
+`/stats` shows every community as a row; `/stats?community=CODE` one community. Both show the
+same computation's figures, so a figure withheld on one is withheld on the other.
 
 On the district view the charts of district-wide figures come first and the per-community
 cross-tables start folded; the month table leaves out leading months without any event; a chart
@@ -16,235 +12,32 @@ unit per measure, which the chart's caption names.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from functools import partial
 
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from hub.stats.disclosure import (
-    CountTable,
-    DisclosedMeans,
-    DisclosedTable,
-    Figure,
-    Mean,
-    disclose_means,
-    disclose_tables,
-)
+from hub.stats.disclosure import DisclosedMeans, DisclosedTable, Figure, Mean
 from hub.web.charts import Bar, bar_chart
+from hub.web.i18n import Translate
 from hub.web.site import QueryFailed, Site
-from hub.web.vocabulary import BEIJING, CATEGORIES, STATUSES
+from hub.web.stats_figures import (
+    COUNT_TABLES,
+    EARLIER,
+    Community,
+    Figures,
+    FiguresCache,
+    StatsUnavailable,
+    compute_figures,
+)
+from hub.web.vocabulary import BEIJING
 
-COMMUNITY_LEVEL = "community"
-CACHE_SECONDS = 60.0
-# A district has a few dozen communities; the page reads at most this many pages of 100.
-MAX_COMMUNITY_PAGES = 10
-# Aliased eventTimes slots in PublicStatsTimes.
-TIMES_SLOTS = 16
-MONTHS = 12
-# Counts and months are on Beijing's clock; China keeps one offset all year.
-# The month table's column for everything before the last twelve months: with it, the month
-# table counts the same events as the others, and its row totals are theirs.
-EARLIER = "earlier"
-# The three reads of PublicStatsCounts run as separate statements; if an event moves between
-# them (an edit, a back-dated import), their totals disagree and the page reads them again.
-READ_ATTEMPTS = 3
 # The mark a withheld figure shows instead of its number (explained on the page).
 WITHHELD = "*"
-
-
-class StatsUnavailable(Exception):
-    """The reads did not agree with each other, READ_ATTEMPTS times in a row."""
-
-
-# --- the figures ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Community:
-    code: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Figures:
-    """Everything the page may publish, for every community at once."""
-
-    communities: tuple[Community, ...]
-    # The last twelve months on Beijing's clock, oldest first ("2025-03").
-    months: tuple[str, ...]
-    # "category", "status" and "month", one row per community code.
-    tables: Mapping[str, DisclosedTable]
-    response: DisclosedMeans
-    resolution: DisclosedMeans
-    k: int
-    # Events reported before this instant are counted.
-    as_of: datetime
-
-
-async def compute_figures(site: Site, now: datetime) -> Figures:
-    k = site.settings.public_min_count
-    communities = await read_communities(site)
-    codes = tuple(c.code for c in communities)
-    months = last_months(now)
-    before = now.astimezone(UTC).isoformat()
-    for _ in range(READ_ATTEMPTS):
-        data = await site.query("PublicStatsCounts", {"level": COMMUNITY_LEVEL, "before": before})
-        tables = count_tables(data["stats"], codes, months)
-        if rows_agree(tables.values()):
-            break
-    else:
-        raise StatsUnavailable("the event counts kept changing between reads")
-    times = await read_times(site, codes, before)
-    return Figures(
-        communities=communities,
-        months=months,
-        tables=disclose_tables(tables, k),
-        response=disclose_means(
-            {code: times[code]["accepted"] for code in codes},
-            {code: times[code]["averageResponseSeconds"] for code in codes},
-            k,
-        ),
-        resolution=disclose_means(
-            {code: times[code]["resolved"] for code in codes},
-            {code: times[code]["averageResolutionSeconds"] for code in codes},
-            k,
-        ),
-        k=k,
-        as_of=now,
-    )
-
-
-async def read_communities(site: Site) -> tuple[Community, ...]:
-    found: list[Community] = []
-    after: str | None = None
-    for _ in range(MAX_COMMUNITY_PAGES):
-        data = await site.query(
-            "PublicStatsCommunities", {"level": COMMUNITY_LEVEL, "after": after}
-        )
-        grids = data["grids"]
-        found.extend(Community(node["code"], node["name"]) for node in grids["nodes"])
-        if not grids["pageInfo"]["hasNextPage"]:
-            break
-        after = grids["pageInfo"]["endCursor"]
-    return tuple(found)
-
-
-async def read_times(site: Site, codes: Sequence[str], before: str) -> dict[str, dict[str, Any]]:
-    """Each community's eventTimes, TIMES_SLOTS communities an operation."""
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(codes), TIMES_SLOTS):
-        chunk = codes[start : start + TIMES_SLOTS]
-        variables: dict[str, Any] = {"before": before}
-        for slot in range(TIMES_SLOTS):
-            code = chunk[slot] if slot < len(chunk) else None
-            variables[f"g{slot}"] = code
-            variables[f"use{slot}"] = code is not None
-        stats = (await site.query("PublicStatsTimes", variables))["stats"]
-        for slot, code in enumerate(chunk):
-            found[code] = stats[f"t{slot}"]
-    return found
-
-
-def last_months(now: datetime) -> tuple[str, ...]:
-    """The current month on Beijing's clock and the eleven before it, oldest first."""
-    local = now.astimezone(BEIJING)
-    year, month = local.year, local.month
-    found = []
-    for _ in range(MONTHS):
-        found.append(f"{year:04d}-{month:02d}")
-        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
-    return tuple(reversed(found))
-
-
-def count_tables(
-    stats: Mapping[str, Any], codes: Sequence[str], months: Sequence[str]
-) -> dict[str, CountTable]:
-    """The three tables of counts, one row per community (rows of other grids are left out
-    of all three alike)."""
-    known = set(codes)
-    window = set(months)
-
-    def counts(
-        rows: list[dict[str, Any]], column_of: Callable[[dict[str, Any]], str]
-    ) -> dict[tuple[str, str], int]:
-        found: dict[tuple[str, str], int] = {}
-        for row in rows:
-            grid = row.get("grid")
-            if grid is None or grid["code"] not in known:
-                continue
-            key = (grid["code"], column_of(row))
-            found[key] = found.get(key, 0) + int(row["count"])
-        return found
-
-    by_category = counts(stats["byCategory"], lambda row: row["category"])
-    by_status = counts(stats["byStatus"], lambda row: row["status"])
-    by_month = counts(
-        stats["byMonth"], lambda row: row["month"] if row["month"] in window else EARLIER
-    )
-    rows = tuple(codes)
-    return {
-        "category": CountTable(rows, columns(CATEGORIES, by_category), by_category),
-        "status": CountTable(rows, columns(STATUSES, by_status), by_status),
-        "month": CountTable(rows, (EARLIER, *months), by_month),
-    }
-
-
-def columns(known: Sequence[str], counts: Mapping[tuple[str, str], int]) -> tuple[str, ...]:
-    """The enum's values as the page knows them, then any value added to the schema since."""
-    extra = sorted({column for _, column in counts} - set(known))
-    return (*known, *extra)
-
-
-def rows_agree(tables: Iterable[CountTable]) -> bool:
-    """Whether the tables count the same events in each row, as linked tables must."""
-    listed = list(tables)
-    return all(
-        table.row_total(row) == listed[0].row_total(row)
-        for table in listed[1:]
-        for row in listed[0].rows
-    )
-
-
-class FiguresCache:
-    """The last Figures for CACHE_SECONDS, computed by one request while the others wait for
-    it. A new month starts a new computation, whatever the age of the last one."""
-
-    def __init__(
-        self,
-        load: Callable[[datetime], Awaitable[Figures]],
-        *,
-        seconds: float = CACHE_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._load = load
-        self._seconds = seconds
-        self._clock = clock
-        self._lock = asyncio.Lock()
-        self._kept: tuple[float, str, Figures] | None = None
-
-    async def get(self) -> Figures:
-        now = datetime.now(UTC)
-        month = last_months(now)[-1]
-        async with self._lock:
-            if self._kept is not None:
-                at, kept_month, figures = self._kept
-                if kept_month == month and self._clock() - at < self._seconds:
-                    return figures
-            figures = await self._load(now)
-            self._kept = (self._clock(), month, figures)
-            return figures
-
-
-# --- what the page shows -----------------------------------------------------------------------
-
-Translate = Callable[..., str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +202,52 @@ def column_labels(name: str, columns: Sequence[str], t: Translate) -> list[str]:
     return labels
 
 
+@dataclass(frozen=True, slots=True)
+class ListedColumns:
+    """A count table's columns as the page lists them (`shown_columns`), their labels in the
+    page's language, and the sentence naming the months left out ("" when none were)."""
+
+    keys: tuple[str, ...]
+    labels: tuple[str, ...]
+    note: str
+
+
+def listed_columns(name: str, table: DisclosedTable, t: Translate) -> ListedColumns:
+    keys = shown_columns(name, table)
+    return ListedColumns(
+        keys, tuple(column_labels(name, keys, t)), columns_note(name, table, keys, t)
+    )
+
+
+def line_shown(name: str, row: str, columns: Sequence[str], line: Sequence[Figure]) -> list[Shown]:
+    """One line of a count table as shown, each figure keyed `name:row:column`."""
+    return [
+        count_shown(figure, f"{name}:{row}:{column}")
+        for column, figure in zip(columns, line, strict=True)
+    ]
+
+
+def count_chart(
+    name: str,
+    scope: str,
+    columns: ListedColumns,
+    shown: Sequence[Shown],
+    line: Sequence[Figure],
+    k: int,
+    t: Translate,
+) -> ChartView:
+    """The chart of one line of a count table (its column totals, or a community's row): a bar
+    a listed column but "earlier", which is no month (the month chart draws the twelve)."""
+    bars = [
+        (label, cell, figure.value)
+        for column, label, cell, figure in zip(
+            columns.keys, columns.labels, shown, line, strict=True
+        )
+        if column != EARLIER
+    ]
+    return chart(f"chart-{name}", t(f"stats.by_{name}"), bars, t, all_withheld(scope, name, k, t))
+
+
 def district_sections(figures: Figures, t: Translate) -> list[SectionView]:
     """Every community as a row."""
     communities = figures.communities
@@ -441,51 +280,31 @@ def district_sections(figures: Figures, t: Translate) -> list[SectionView]:
             ),
         )
     ]
-    for name in ("category", "status", "month"):
+    for name in COUNT_TABLES:
         table = figures.tables[name]
-        shown = shown_columns(name, table)
-        labels = column_labels(name, shown, t)
-        margins = [count_shown(table.column_totals[c], f"{name}:all:{c}") for c in shown]
-        rows = tuple(
-            (
-                community.name,
-                (
-                    *(
-                        count_shown(table.cell(community.code, c), f"{name}:{community.code}:{c}")
-                        for c in shown
-                    ),
-                    total,
-                ),
+        columns = listed_columns(name, table, t)
+        column_totals = [table.column_totals[c] for c in columns.keys]
+        margins = line_shown(name, "all", columns.keys, column_totals)
+        rows = []
+        for community, total in zip(communities, totals, strict=True):
+            line = [table.cell(community.code, c) for c in columns.keys]
+            rows.append(
+                (community.name, (*line_shown(name, community.code, columns.keys, line), total))
             )
-            for community, total in zip(communities, totals, strict=True)
-        )
-        bars = [
-            (label, figure, table.column_totals[column].value)
-            for label, figure, column in zip(labels, margins, shown, strict=True)
-            if column != EARLIER
-        ]
         sections.append(
             SectionView(
                 name,
                 t(f"stats.by_{name}"),
-                (
-                    chart(
-                        f"chart-{name}",
-                        t(f"stats.by_{name}"),
-                        bars,
-                        t,
-                        all_withheld("district", name, figures.k, t),
-                    ),
-                ),
+                (count_chart(name, "district", columns, margins, column_totals, figures.k, t),),
                 TableView(
                     t(f"stats.by_{name}_table"),
                     t("stats.community_label"),
-                    (*labels, t("stats.total")),
-                    rows,
+                    (*columns.labels, t("stats.total")),
+                    tuple(rows),
                     (all_label, (*margins, grand)),
                 ),
                 folded=True,
-                note=columns_note(name, table, shown, t),
+                note=columns.note,
             )
         )
     sections.append(times_section(figures, communities, t, with_charts=True))
@@ -496,37 +315,26 @@ def community_sections(figures: Figures, code: str, t: Translate) -> list[Sectio
     """One community's row of each table, turned on its side."""
     total = count_shown(figures.tables["category"].row_totals[code], f"events:{code}")
     sections = []
-    for name in ("category", "status", "month"):
+    for name in COUNT_TABLES:
         table = figures.tables[name]
-        shown = shown_columns(name, table)
-        labels = column_labels(name, shown, t)
-        cells = [count_shown(table.cell(code, c), f"{name}:{code}:{c}") for c in shown]
-        bars = [
-            (label, cell, table.cell(code, column).value)
-            for label, cell, column in zip(labels, cells, shown, strict=True)
-            if column != EARLIER
-        ]
+        columns = listed_columns(name, table, t)
+        row = [table.cell(code, c) for c in columns.keys]
+        cells = line_shown(name, code, columns.keys, row)
         sections.append(
             SectionView(
                 name,
                 t(f"stats.by_{name}"),
-                (
-                    chart(
-                        f"chart-{name}",
-                        t(f"stats.by_{name}"),
-                        bars,
-                        t,
-                        all_withheld("community", name, figures.k, t),
-                    ),
-                ),
+                (count_chart(name, "community", columns, cells, row, figures.k, t),),
                 TableView(
                     t(f"stats.by_{name}"),
                     t(f"stats.{name}_header"),
                     (t("stats.events"),),
-                    tuple((label, (cell,)) for label, cell in zip(labels, cells, strict=True)),
+                    tuple(
+                        (label, (cell,)) for label, cell in zip(columns.labels, cells, strict=True)
+                    ),
                     (t("stats.total"), (total,)),
                 ),
-                note=columns_note(name, table, shown, t),
+                note=columns.note,
             )
         )
     community = next(c for c in figures.communities if c.code == code)
@@ -579,14 +387,11 @@ def times_section(
     )
 
 
-# --- the routes ----------------------------------------------------------------------------------
+# --- the route -----------------------------------------------------------------------------------
 
 
 def routes(site: Site) -> list[BaseRoute]:
-    async def load(now: datetime) -> Figures:
-        return await compute_figures(site, now)
-
-    cache = FiguresCache(load)
+    cache = FiguresCache(partial(compute_figures, site))
 
     async def stats_page(request: Request) -> Response:
         code = (request.query_params.get("community") or "").strip()
@@ -594,21 +399,17 @@ def routes(site: Site) -> list[BaseRoute]:
             figures = await cache.get()
         except (QueryFailed, StatsUnavailable):
             return site.error(request, 503, "stats.unavailable")
-        language = site.language(request)
-
-        def t(key: str, **values: Any) -> str:
-            return site.catalogue.text(language, key, **values)
-
+        t = site.catalogue.translator(site.language(request))
         names = {c.code: c.name for c in figures.communities}
-        if code and code not in names:
+        category = figures.tables["category"]
+        if not code:
+            sections = district_sections(figures, t)
+            total = count_shown(category.total, "events:all")
+        elif code in names:
+            sections = community_sections(figures, code, t)
+            total = count_shown(category.row_totals[code], f"events:{code}")
+        else:
             return site.error(request, 404, "stats.unknown_community")
-        sections = community_sections(figures, code, t) if code else district_sections(figures, t)
-        total_key = f"events:{code}" if code else "events:all"
-        total_figure = (
-            figures.tables["category"].row_totals[code]
-            if code
-            else figures.tables["category"].total
-        )
         return site.render(
             request,
             "stats.html",
@@ -616,7 +417,7 @@ def routes(site: Site) -> list[BaseRoute]:
             community_name=names.get(code),
             communities=figures.communities,
             sections=sections,
-            total=count_shown(total_figure, total_key),
+            total=total,
             k=figures.k,
             as_of=figures.as_of.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M"),
         )

@@ -7,7 +7,7 @@ equal to the GraphQL schema's enums, and the open statuses to hub/events/states.
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 CATEGORIES = (
     "PUBLIC_SAFETY",
@@ -37,3 +37,12 @@ SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 
 # The pages show times on Beijing time (China has one time zone and no daylight saving).
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+def beijing_time(value: str) -> datetime:
+    """An API time (ISO 8601) on Beijing's clock. One without an offset is UTC, as every time
+    the API stores is, and never the server's own zone."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(BEIJING)
