@@ -133,8 +133,20 @@ def page_size(request: PageRequest, *, default: int, maximum: int) -> tuple[int,
     return size, backwards
 
 
-async def fetch_page(
-    session: AsyncSession,
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """A statement narrowed to one keyset page (`size + 1` rows, to tell whether there are
+    more), and what reading its rows back needs to know."""
+
+    statement: Select[Any]
+    key: SortKey
+    id_column: InstrumentedAttribute[int]
+    request: PageRequest
+    size: int
+    backwards: bool
+
+
+def keyset(
     statement: Select[Any],
     *,
     key: SortKey,
@@ -142,7 +154,10 @@ async def fetch_page(
     request: PageRequest,
     default_size: int,
     max_size: int,
-) -> Page[Any]:
+) -> PageQuery:
+    """Narrow `statement` to the page `request` asks for. Whatever the statement selects (ORM
+    rows, or columns labelled as their attributes), its rows must name the sort key and the id
+    as attributes: `page_of` reads the cursors off them."""
     size, backwards = page_size(request, default=default_size, maximum=max_size)
     # `after` and `before` both narrow the window (Relay allows them together); `first` takes
     # from its start, `last` from its end.
@@ -160,21 +175,51 @@ async def fetch_page(
         statement = statement.order_by(key.column.desc(), id_column.desc())
     else:
         statement = statement.order_by(key.column.asc(), id_column.asc())
-    rows: Sequence[Any] = (await session.scalars(statement.limit(size + 1))).all()
-    more = len(rows) > size
-    items = list(rows[:size])
-    if backwards:
+    return PageQuery(statement.limit(size + 1), key, id_column, request, size, backwards)
+
+
+def page_of(query: PageQuery, rows: Sequence[T]) -> Page[T]:
+    """The page of what `query.statement` returned: at most `size` rows in the order asked
+    for, their cursors, and whether there are more either way."""
+    request = query.request
+    more = len(rows) > query.size
+    items = list(rows[: query.size])
+    if query.backwards:
         items.reverse()
+    sort_attribute, id_attribute = query.key.column.key, query.id_column.key
     cursors = [
-        encode_cursor(key, getattr(item, key.column.key), getattr(item, id_column.key))
+        encode_cursor(query.key, getattr(item, sort_attribute), getattr(item, id_attribute))
         for item in items
     ]
     return Page(
         items=items,
         cursors=cursors,
-        has_next_page=more if not backwards else request.before is not None,
-        has_previous_page=more if backwards else request.after is not None,
+        has_next_page=more if not query.backwards else request.before is not None,
+        has_previous_page=more if query.backwards else request.after is not None,
     )
+
+
+async def fetch_page(
+    session: AsyncSession,
+    statement: Select[Any],
+    *,
+    key: SortKey,
+    id_column: InstrumentedAttribute[int],
+    request: PageRequest,
+    default_size: int,
+    max_size: int,
+) -> Page[Any]:
+    """One page of ORM rows."""
+    query = keyset(
+        statement,
+        key=key,
+        id_column=id_column,
+        request=request,
+        default_size=default_size,
+        max_size=max_size,
+    )
+    rows: Sequence[Any] = (await session.scalars(query.statement)).all()
+    return page_of(query, rows)
 
 
 def _beyond(

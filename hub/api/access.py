@@ -20,7 +20,7 @@ from hub.api.types.access import (
     PolicyVersionType,
     Viewer,
 )
-from hub.api.types.common import Connection, SortDirection, paginate
+from hub.api.types.common import Connection, Listing, SortDirection, paginate
 from hub.authz import audit, grants, store
 from hub.db import utcnow
 from hub.errors import BadUserInput, NotFound
@@ -111,17 +111,8 @@ class AccessQuery:
     ) -> Connection[AuditRecordType]:
         statement = audit.list_statement((filter or AuditFilter()).to_domain())
         statement = info.context.access.rows(statement, models.AuditRecord)
-        return await paginate(
-            info,
-            statement,
-            key=AUDIT_KEY,
-            id_column=models.AuditRecord.seq,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=direction,
-        )
+        listed = Listing(models.AuditRecord, statement, AUDIT_KEY, direction, id_name="seq")
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     @strawberry.field(description="Verify the whole access log's hash chain now.")
     async def audit_chain(self, info: Info) -> AuditChainStatus:
@@ -144,17 +135,10 @@ class AccessQuery:
         before: str | None = None,
     ) -> Connection[PolicyVersionType]:
         statement = info.context.access.rows(select(models.PolicyVersion), models.PolicyVersion)
-        return await paginate(
-            info,
-            statement,
-            key=POLICY_KEY,
-            id_column=models.PolicyVersion.version,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=SortDirection.DESC,
+        listed = Listing(
+            models.PolicyVersion, statement, POLICY_KEY, SortDirection.DESC, id_name="version"
         )
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     @strawberry.field
     async def policy_version(self, info: Info, version: int) -> PolicyVersionType | None:
@@ -180,17 +164,8 @@ class AccessQuery:
     ) -> Connection[EmergencyGrantType]:
         statement = grants.list_statement(active_at=utcnow() if active else None)
         statement = info.context.access.rows(statement, models.EmergencyGrant)
-        return await paginate(
-            info,
-            statement,
-            key=GRANT_KEY,
-            id_column=models.EmergencyGrant.id,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=SortDirection.DESC,
-        )
+        listed = Listing(models.EmergencyGrant, statement, GRANT_KEY, SortDirection.DESC)
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
 
 def _changed_text(current: str, *, add: list[str], remove: list[str]) -> str:

@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from hub import models
 from hub.api.audit import note_sensitive_inputs
-from hub.api.context import Info
+from hub.api.compiled.shapes import listing
+from hub.api.context import Context, Info
 from hub.api.filters import (
     EventFilter,
     FeedbackFilter,
@@ -24,7 +25,7 @@ from hub.api.filters import (
     resident_filter,
 )
 from hub.api.ids import parse_global_id, pk_of
-from hub.api.types.common import Connection, Node, SortDirection, paginate
+from hub.api.types.common import Connection, Listing, Node, SortDirection, paginate
 from hub.api.types.events import EventType
 from hub.api.types.feedback import FeedbackType
 from hub.api.types.notices import NoticeType
@@ -172,6 +173,103 @@ ID_ONLY = {
 }
 
 
+# --- the lists, before paging ----------------------------------------------------------------
+# One builder per list field: the statement in the viewer's row scope and its ordering. The
+# resolvers below page it; compiled execution (hub.api.compiled) reads the same Listing.
+
+
+async def list_grids(
+    context: Context, filter: GridFilter | None = None, order_by: GridOrder | None = None
+) -> Listing:
+    note_sensitive_inputs(context, filter, order_by)
+    order = order_by or GridOrder()
+    async with context.db.reader() as session:
+        parent_id = None
+        if filter and filter.parent_code is not None:
+            parent = await grids.resolve_code(session, code=filter.parent_code, field="parentCode")
+            parent_id = parent.id
+        statement = grids.list_statement(
+            level=filter.level if filter else None, parent_id=parent_id
+        )
+        if filter and filter.in_grid is not None:
+            root = await grids.resolve_code(session, code=filter.in_grid)
+            statement = statement.where(grids.subtree_of(root.path))
+    statement = context.access.rows(statement, models.Grid)
+    return Listing(models.Grid, statement, GRID_KEYS[order.field], order.direction)
+
+
+async def list_departments(context: Context) -> Listing:
+    statement = context.access.rows(departments.list_statement(), models.Department)
+    return Listing(models.Department, statement, ID_ONLY["department"])
+
+
+async def list_members(context: Context, filter: MemberFilter | None = None) -> Listing:
+    note_sensitive_inputs(context, filter)
+    async with context.db.reader() as session:
+        department_id = None
+        if filter and filter.department_code is not None:
+            department = await departments.resolve_code(session, code=filter.department_code)
+            department_id = department.id
+        domain_filter = members.MemberFilter(
+            grid_ids=await grid_ids(session, filter.in_grid if filter else None),
+            department_id=department_id,
+            is_party_member=filter.is_party_member if filter else None,
+        )
+    statement = context.access.rows(members.list_statement(domain_filter), models.Member)
+    return Listing(models.Member, statement, ID_ONLY["member"])
+
+
+async def list_residents(
+    context: Context,
+    filter: ResidentFilter | None = None,
+    order_by: ResidentOrder | None = None,
+) -> Listing:
+    note_sensitive_inputs(context, filter, order_by)
+    order = order_by or ResidentOrder()
+    async with context.db.reader() as session:
+        domain_filter = await resident_filter(session, filter)
+    statement = context.access.rows(residents.list_statement(domain_filter), models.Resident)
+    return Listing(models.Resident, statement, RESIDENT_KEYS[order.field], order.direction)
+
+
+async def list_events(
+    context: Context, filter: EventFilter | None = None, order_by: EventOrder | None = None
+) -> Listing:
+    note_sensitive_inputs(context, filter, order_by)
+    order = order_by or EventOrder()
+    async with context.db.reader() as session:
+        domain_filter = await event_filter(session, filter)
+    statement = context.access.rows(events.list_statement(domain_filter), models.Event)
+    return Listing(models.Event, statement, EVENT_KEYS[order.field], order.direction)
+
+
+async def list_notices(
+    context: Context, filter: NoticeFilter | None = None, order_by: NoticeOrder | None = None
+) -> Listing:
+    note_sensitive_inputs(context, filter, order_by)
+    order = order_by or NoticeOrder()
+    async with context.db.reader() as session:
+        domain_filter = await notice_filter(session, filter)
+    statement = context.access.rows(notices.list_statement(domain_filter), models.Notice)
+    if order.field is NoticeSortField.PUBLISHED_AT:
+        # A keyset key is never NULL: a NULL sorts differently on SQLite and PostgreSQL and
+        # makes no cursor. Drafts have no publication time, so they have no place here.
+        statement = statement.where(models.Notice.published_at.is_not(None))
+    return Listing(models.Notice, statement, NOTICE_KEYS[order.field], order.direction)
+
+
+async def list_feedback(context: Context, filter: FeedbackFilter | None = None) -> Listing:
+    note_sensitive_inputs(context, filter)
+    async with context.db.reader() as session:
+        domain_filter = feedback.FeedbackFilter(
+            statuses=tuple(s.value for s in (filter.status or ())) if filter else (),
+            kinds=tuple(k.value for k in (filter.kind or ())) if filter else (),
+            grid_ids=await grid_ids(session, filter.in_grid if filter else None),
+        )
+    statement = context.access.rows(feedback.list_statement(domain_filter), models.Feedback)
+    return Listing(models.Feedback, statement, ID_ONLY["feedback"])
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="Any object by its global id.")
@@ -193,7 +291,7 @@ class Query:
         )
         return await fetch_one(info, models.Grid, condition, "grid")
 
-    @strawberry.field
+    @strawberry.field(metadata=listing(list_grids))
     async def grids(
         self,
         info: Info,
@@ -204,33 +302,8 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[GridType]:
-        note_sensitive_inputs(info.context, filter, order_by)
-        order = order_by or GridOrder()
-        async with info.context.db.reader() as session:
-            parent_id = None
-            if filter and filter.parent_code is not None:
-                parent = await grids.resolve_code(
-                    session, code=filter.parent_code, field="parentCode"
-                )
-                parent_id = parent.id
-            statement = grids.list_statement(
-                level=filter.level if filter else None, parent_id=parent_id
-            )
-            if filter and filter.in_grid is not None:
-                root = await grids.resolve_code(session, code=filter.in_grid)
-                statement = statement.where(grids.subtree_of(root.path))
-        statement = info.context.access.rows(statement, models.Grid)
-        return await paginate(
-            info,
-            statement,
-            key=GRID_KEYS[order.field],
-            id_column=models.Grid.id,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=order.direction,
-        )
+        listed = await list_grids(info.context, filter, order_by)
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # departments and members
     @strawberry.field
@@ -238,7 +311,7 @@ class Query:
         condition = models.Department.code == code
         return await fetch_one(info, models.Department, condition, "department")
 
-    @strawberry.field
+    @strawberry.field(metadata=listing(list_departments))
     async def departments(
         self,
         info: Info,
@@ -247,25 +320,15 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[DepartmentType]:
-        statement = info.context.access.rows(departments.list_statement(), models.Department)
-        return await paginate(
-            info,
-            statement,
-            key=ID_ONLY["department"],
-            id_column=models.Department.id,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=SortDirection.ASC,
-        )
+        listed = await list_departments(info.context)
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     @strawberry.field
     async def member(self, info: Info, id: strawberry.ID) -> MemberType | None:
         condition = models.Member.id == pk_of(id, "Member")
         return await fetch_one(info, models.Member, condition, "member")
 
-    @strawberry.field
+    @strawberry.field(metadata=listing(list_members))
     async def members(
         self,
         info: Info,
@@ -275,29 +338,8 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[MemberType]:
-        note_sensitive_inputs(info.context, filter)
-        async with info.context.db.reader() as session:
-            department_id = None
-            if filter and filter.department_code is not None:
-                department = await departments.resolve_code(session, code=filter.department_code)
-                department_id = department.id
-            domain_filter = members.MemberFilter(
-                grid_ids=await grid_ids(session, filter.in_grid if filter else None),
-                department_id=department_id,
-                is_party_member=filter.is_party_member if filter else None,
-            )
-        statement = info.context.access.rows(members.list_statement(domain_filter), models.Member)
-        return await paginate(
-            info,
-            statement,
-            key=ID_ONLY["member"],
-            id_column=models.Member.id,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=SortDirection.ASC,
-        )
+        listed = await list_members(info.context, filter)
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # residents
     @strawberry.field
@@ -305,7 +347,7 @@ class Query:
         condition = models.Resident.id == pk_of(id, "Resident")
         return await fetch_one(info, models.Resident, condition, "resident")
 
-    @strawberry.field
+    @strawberry.field(metadata=listing(list_residents))
     async def residents(
         self,
         info: Info,
@@ -316,24 +358,8 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[ResidentType]:
-        note_sensitive_inputs(info.context, filter, order_by)
-        order = order_by or ResidentOrder()
-        async with info.context.db.reader() as session:
-            domain_filter = await resident_filter(session, filter)
-        statement = info.context.access.rows(
-            residents.list_statement(domain_filter), models.Resident
-        )
-        return await paginate(
-            info,
-            statement,
-            key=RESIDENT_KEYS[order.field],
-            id_column=models.Resident.id,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=order.direction,
-        )
+        listed = await list_residents(info.context, filter, order_by)
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # events
     @strawberry.field(description="An event by id or code.")
@@ -346,7 +372,7 @@ class Query:
         )
         return await fetch_one(info, models.Event, condition, "event")
 
-    @strawberry.field
+    @strawberry.field(metadata=listing(list_events))
     async def events(
         self,
         info: Info,
@@ -357,22 +383,8 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[EventType]:
-        note_sensitive_inputs(info.context, filter, order_by)
-        order = order_by or EventOrder()
-        async with info.context.db.reader() as session:
-            domain_filter = await event_filter(session, filter)
-        statement = info.context.access.rows(events.list_statement(domain_filter), models.Event)
-        return await paginate(
-            info,
-            statement,
-            key=EVENT_KEYS[order.field],
-            id_column=models.Event.id,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=order.direction,
-        )
+        listed = await list_events(info.context, filter, order_by)
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # notices
     @strawberry.field
@@ -380,7 +392,7 @@ class Query:
         condition = models.Notice.id == pk_of(id, "Notice")
         return await fetch_one(info, models.Notice, condition, "notice")
 
-    @strawberry.field
+    @strawberry.field(metadata=listing(list_notices))
     async def notices(
         self,
         info: Info,
@@ -391,26 +403,8 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[NoticeType]:
-        note_sensitive_inputs(info.context, filter, order_by)
-        order = order_by or NoticeOrder()
-        async with info.context.db.reader() as session:
-            domain_filter = await notice_filter(session, filter)
-        statement = info.context.access.rows(notices.list_statement(domain_filter), models.Notice)
-        if order.field is NoticeSortField.PUBLISHED_AT:
-            # A keyset key is never NULL: a NULL sorts differently on SQLite and PostgreSQL and
-            # makes no cursor. Drafts have no publication time, so they have no place here.
-            statement = statement.where(models.Notice.published_at.is_not(None))
-        return await paginate(
-            info,
-            statement,
-            key=NOTICE_KEYS[order.field],
-            id_column=models.Notice.id,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=order.direction,
-        )
+        listed = await list_notices(info.context, filter, order_by)
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # feedback
     @strawberry.field(description="A feedback item by id or tracking code.")
@@ -433,7 +427,7 @@ class Query:
             return found  # type: ignore[return-value]
         return await fetch_one(info, models.Feedback, condition, "feedback")
 
-    @strawberry.field
+    @strawberry.field(metadata=listing(list_feedback))
     async def feedback_list(
         self,
         info: Info,
@@ -443,27 +437,8 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[FeedbackType]:
-        note_sensitive_inputs(info.context, filter)
-        async with info.context.db.reader() as session:
-            domain_filter = feedback.FeedbackFilter(
-                statuses=tuple(s.value for s in (filter.status or ())) if filter else (),
-                kinds=tuple(k.value for k in (filter.kind or ())) if filter else (),
-                grid_ids=await grid_ids(session, filter.in_grid if filter else None),
-            )
-        statement = info.context.access.rows(
-            feedback.list_statement(domain_filter), models.Feedback
-        )
-        return await paginate(
-            info,
-            statement,
-            key=ID_ONLY["feedback"],
-            id_column=models.Feedback.id,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            direction=SortDirection.ASC,
-        )
+        listed = await list_feedback(info.context, filter)
+        return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     @strawberry.field(description="Aggregates for decisions.")
     def stats(self) -> Stats:

@@ -17,7 +17,7 @@ from sqlalchemy import Select, select
 from hub import models
 from hub.api.context import Info
 from hub.api.ids import pk_of
-from hub.api.types.common import Connection, SortDirection, paginate
+from hub.api.types.common import Connection, Listing, SortDirection, paginate
 from hub.api.types.sync import (
     QuarantineStatus,
     SyncConflictType,
@@ -63,17 +63,8 @@ async def _page(
 ) -> Connection[Any]:
     # The services order their statements for the CLI; the page orders by its key itself.
     scoped = info.context.access.rows(statement.order_by(None), model)
-    return await paginate(
-        info,
-        scoped,
-        key=key,
-        id_column=model.id,
-        first=first,
-        after=after,
-        last=None,
-        before=None,
-        direction=direction,
-    )
+    listed = Listing(model, scoped, key, direction)
+    return await paginate(info, listed, first=first, after=after, last=None, before=None)
 
 
 @strawberry.type

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
@@ -9,9 +10,13 @@ from sqlalchemy import Select
 from hub import pagination
 from hub.api.context import Info
 from hub.api.ids import to_global_id
+from hub.config import Limits
 from hub.events.geo import wgs84_to_gcj02
 
 T = TypeVar("T")
+
+# A page's size when the client names none (at most the page size limit).
+DEFAULT_PAGE_SIZE = 20
 
 
 @strawberry.interface(description="An object with a global id, fetchable through `node(id:)`.")
@@ -86,35 +91,61 @@ class Connection(Generic[T]):
             return await pagination.count(session, self.statement)
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What a list field reads, before paging: its statement over `model` in the viewer's row
+    scope, and its ordering. The list resolvers page it through `paginate`; compiled
+    execution (hub.api.compiled) selects only the columns a query asks for from the same
+    statement."""
+
+    model: type[Any]
+    statement: Select[Any]
+    key: pagination.SortKey
+    direction: SortDirection = SortDirection.ASC
+    # The unique column that breaks ties in the ordering (the audit log's is `seq`).
+    id_name: str = "id"
+
+    @property
+    def id_column(self) -> Any:
+        return getattr(self.model, self.id_name)
+
+    def page_request(
+        self, *, first: int | None, after: str | None, last: int | None, before: str | None
+    ) -> pagination.PageRequest:
+        return pagination.PageRequest(
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            descending=self.direction is SortDirection.DESC,
+        )
+
+
+def page_sizes(limits: Limits) -> dict[str, int]:
+    """`default_size` and `max_size` for pagination.keyset under these limits."""
+    return {
+        "default_size": min(DEFAULT_PAGE_SIZE, limits.max_page_size),
+        "max_size": limits.max_page_size,
+    }
+
+
 async def paginate(
     info: Info,
-    statement: Select[Any],
+    listing: Listing,
     *,
-    key: pagination.SortKey,
-    id_column: Any,
     first: int | None,
     after: str | None,
     last: int | None,
     before: str | None,
-    direction: SortDirection,
 ) -> Connection[Any]:
-    limits = info.context.settings.limits
-    request = pagination.PageRequest(
-        first=first,
-        after=after,
-        last=last,
-        before=before,
-        descending=direction is SortDirection.DESC,
-    )
     async with info.context.db.reader() as session:
         page = await pagination.fetch_page(
             session,
-            statement,
-            key=key,
-            id_column=id_column,
-            request=request,
-            default_size=min(20, limits.max_page_size),
-            max_size=limits.max_page_size,
+            listing.statement,
+            key=listing.key,
+            id_column=listing.id_column,
+            request=listing.page_request(first=first, after=after, last=last, before=before),
+            **page_sizes(info.context.settings.limits),
         )
     edges = [Edge(cursor=c, node=n) for c, n in zip(page.cursors, page.items, strict=True)]
     return Connection(
@@ -126,5 +157,5 @@ async def paginate(
             start_cursor=page.cursors[0] if page.cursors else None,
             end_cursor=page.cursors[-1] if page.cursors else None,
         ),
-        statement=statement,
+        statement=listing.statement,
     )

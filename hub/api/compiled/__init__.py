@@ -1,0 +1,1 @@
+"""Compiled execution: list queries answered without graphql-core's generic executor."""
