@@ -42,6 +42,13 @@ TIMELINE_LINES = 200
 GRID_MEMBERS = 200
 
 
+def by_id(access: Access, model: type[Any], ids: Sequence[int], *columns: Any) -> Select[Any]:
+    """The rows of `model` with these ids that `access` may see: whole rows, or only `columns`
+    of them (compiled execution reads the columns a query asks for)."""
+    statement = select(*columns) if columns else select(model)
+    return access.rows(statement.where(model.id.in_(ids)), model)
+
+
 class Reads(Protocol):
     """Where the loaders get their sessions: the operation's RequestDatabase."""
 
@@ -75,9 +82,9 @@ class Loaders:
 
     def _by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         async def load(ids: Sequence[int]) -> list[M | None]:
-            statement = self._access.rows(select(model).where(model.id.in_(ids)), model)  # type: ignore[attr-defined]
+            statement = by_id(self._access, model, ids)
             async with self._db.reader() as session:
-                found = {row.id: row for row in (await session.scalars(statement)).all()}  # type: ignore[attr-defined]
+                found = {row.id: row for row in (await session.scalars(statement)).all()}
             return [found.get(i) for i in ids]
 
         return DataLoader(load)

@@ -493,15 +493,20 @@ def _record(info: GraphQLResolveInfo, key: str, source: Any) -> None:
         reads.add(key, source)
 
 
+def shown_masked(access: Any, kind: str, value: Any, source: Any) -> str | None:
+    """What a masked field shows of `value`, read from the row `source`: the mask, or the value
+    in full when an open emergency grant covers the row (hub.authz.access)."""
+    if value is not None and access.unmasks(source):
+        return value.isoformat() if isinstance(value, date | datetime) else str(value)
+    return masking.mask(kind, value)
+
+
 def _masking(resolve: Any, key: str, kind: str) -> Any:
     def resolver(source: Any, info: GraphQLResolveInfo, **kwargs: Any) -> Any:
         value = _resolve(resolve, source, info, kwargs)
         assert not isawaitable(value), f"{key}: masked fields are plain values"
         _record(info, key, source)
-        if value is not None and info.context.access.unmasks(source):
-            # An open emergency grant shows this row's masked fields in full (hub.authz.access).
-            return value.isoformat() if isinstance(value, date | datetime) else str(value)
-        return masking.mask(kind, value)
+        return shown_masked(info.context.access, kind, value, source)
 
     return resolver
 

@@ -8,6 +8,7 @@ import strawberry
 from sqlalchemy import Select
 
 from hub import pagination
+from hub.api.compiled.shapes import global_id
 from hub.api.context import Info
 from hub.api.ids import to_global_id
 from hub.config import Limits
@@ -21,7 +22,9 @@ DEFAULT_PAGE_SIZE = 20
 
 @strawberry.interface(description="An object with a global id, fetchable through `node(id:)`.")
 class Node:
-    @strawberry.field(description="Opaque global id; `node(id:)` fetches the object back.")
+    @strawberry.field(
+        description="Opaque global id; `node(id:)` fetches the object back.", metadata=global_id()
+    )
     @staticmethod
     def id(root: strawberry.Parent[Any]) -> strawberry.ID:
         # Roots are ORM rows whose class names are the GraphQL type names (a test holds this).

@@ -8,6 +8,7 @@ import strawberry
 from strawberry import Parent
 
 from hub import models
+from hub.api.compiled.shapes import first_of, option, reads, to_many, to_one, wraps
 from hub.api.context import Info
 from hub.api.loaders import TIMELINE_LINES
 from hub.api.types.common import Coordinates, CoordinateSystem, Node, coordinates
@@ -62,7 +63,10 @@ class EventTransitionType:
     note: str
     at: datetime
 
-    @strawberry.field(description="The department an event was dispatched to, on dispatch lines.")
+    @strawberry.field(
+        description="The department an event was dispatched to, on dispatch lines.",
+        metadata=to_one("department_id"),
+    )
     @staticmethod
     async def department(root: Parent[models.EventTransition], info: Info) -> DepartmentType | None:
         if root.department_id is None:
@@ -90,36 +94,48 @@ class EventType(Node):
     updated_at: datetime
     version: int
 
-    @strawberry.field
+    @strawberry.field(metadata=reads("category"))
     @staticmethod
     def category(root: Parent[models.Event]) -> EventCategory:
         return EventCategory(root.category)
 
-    @strawberry.field
+    @strawberry.field(metadata=reads("severity"))
     @staticmethod
     def severity(root: Parent[models.Event]) -> Severity:
         return Severity(root.severity)
 
-    @strawberry.field(description="Where it happened, in the datum asked for (stored as WGS84).")
+    @strawberry.field(
+        description="Where it happened, in the datum asked for (stored as WGS84).",
+        metadata=reads("lng", "lat"),
+    )
     @staticmethod
     def location(
         root: Parent[models.Event], system: CoordinateSystem = CoordinateSystem.WGS84
     ) -> Coordinates | None:
         return coordinates(root.lng, root.lat, system)
 
-    @strawberry.field
+    @strawberry.field(metadata=to_one("grid_id"))
     @staticmethod
     async def grid(root: Parent[models.Event], info: Info) -> GridType | None:
         return await info.context.loaders.grid.load(root.grid_id)  # type: ignore[return-value]
 
-    @strawberry.field(description="The department the event is dispatched to, if any.")
+    @strawberry.field(
+        description="The department the event is dispatched to, if any.",
+        metadata=to_one("department_id"),
+    )
     @staticmethod
     async def department(root: Parent[models.Event], info: Info) -> DepartmentType | None:
         if root.department_id is None:
             return None
         return await info.context.loaders.department.load(root.department_id)  # type: ignore[return-value]
 
-    @strawberry.field
+    @strawberry.field(
+        metadata=first_of(
+            option("reporter_member_id", "Member"),
+            option("reporter_resident_id", "Resident"),
+            wraps("reporter_system", ExternalSystem, "name"),
+        )
+    )
     @staticmethod
     async def reporter(root: Parent[models.Event], info: Info) -> Reporter | None:
         if root.reporter_member_id is not None:
@@ -130,23 +146,32 @@ class EventType(Node):
             return ExternalSystem(name=root.reporter_system)
         return None
 
-    @strawberry.field(description="Seconds from report to acceptance; null until accepted.")
+    @strawberry.field(
+        description="Seconds from report to acceptance; null until accepted.",
+        metadata=reads("reported_at", "accepted_at"),
+    )
     @staticmethod
     def response_seconds(root: Parent[models.Event]) -> float | None:
         return _seconds(root.reported_at, root.accepted_at)
 
-    @strawberry.field(description="Seconds from report to resolution; null until resolved.")
+    @strawberry.field(
+        description="Seconds from report to resolution; null until resolved.",
+        metadata=reads("reported_at", "resolved_at"),
+    )
     @staticmethod
     def resolution_seconds(root: Parent[models.Event]) -> float | None:
         return _seconds(root.reported_at, root.resolved_at)
 
-    @strawberry.field(description="Open and past its deadline.")
+    @strawberry.field(
+        description="Open and past its deadline.", metadata=reads("status", "deadline")
+    )
     @staticmethod
     def overdue(root: Parent[models.Event]) -> bool:
         return events.is_overdue(root, now=utcnow())
 
     @strawberry.field(
-        description=f"Transitions and notes: the latest {TIMELINE_LINES}, oldest first."
+        description=f"Transitions and notes: the latest {TIMELINE_LINES}, oldest first.",
+        metadata=to_many("event_timeline"),
     )
     @staticmethod
     async def timeline(root: Parent[models.Event], info: Info) -> list[EventTransitionType]:

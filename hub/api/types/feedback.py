@@ -8,6 +8,7 @@ import strawberry
 from strawberry import Parent
 
 from hub import models
+from hub.api.compiled.shapes import reads, to_one
 from hub.api.context import Info
 from hub.api.types.common import Node
 from hub.api.types.org import DepartmentType, GridType
@@ -33,24 +34,24 @@ class FeedbackType(Node):
     created_at: datetime
     responded_at: datetime | None
 
-    @strawberry.field
+    @strawberry.field(metadata=reads("kind"))
     @staticmethod
     def kind(root: Parent[models.Feedback]) -> FeedbackKind:
         return FeedbackKind(root.kind)
 
-    @strawberry.field
+    @strawberry.field(metadata=reads("status"))
     @staticmethod
     def status(root: Parent[models.Feedback]) -> FeedbackStatus:
         return FeedbackStatus(root.status)
 
-    @strawberry.field
+    @strawberry.field(metadata=to_one("grid_id"))
     @staticmethod
     async def grid(root: Parent[models.Feedback], info: Info) -> GridType | None:
         if root.grid_id is None:
             return None
         return await info.context.loaders.grid.load(root.grid_id)  # type: ignore[return-value]
 
-    @strawberry.field
+    @strawberry.field(metadata=to_one("responder_department_id"))
     @staticmethod
     async def responder(root: Parent[models.Feedback], info: Info) -> DepartmentType | None:
         if root.responder_department_id is None:

@@ -9,6 +9,7 @@ from strawberry import Parent
 from strawberry.scalars import JSON
 
 from hub import models
+from hub.api.compiled.shapes import reads, to_many, to_one
 from hub.api.context import Info
 from hub.api.loaders import GRID_MEMBERS
 from hub.api.types.common import Coordinates, CoordinateSystem, Node, coordinates
@@ -36,24 +37,30 @@ class GridType(Node):
     level: str
     depth: int
 
-    @strawberry.field(description="The codes from the root down to this grid, this one last.")
+    @strawberry.field(
+        description="The codes from the root down to this grid, this one last.",
+        metadata=reads("path"),
+    )
     @staticmethod
     def path(root: Parent[models.Grid]) -> list[str]:
         return ancestor_codes(root)
 
-    @strawberry.field
+    @strawberry.field(metadata=to_one("parent_id"))
     @staticmethod
     async def parent(root: Parent[models.Grid], info: Info) -> GridType | None:
         if root.parent_id is None:
             return None
         return await info.context.loaders.grid.load(root.parent_id)  # type: ignore[return-value]
 
-    @strawberry.field(description="The grid's boundary as a GeoJSON geometry in WGS84.")
+    @strawberry.field(
+        description="The grid's boundary as a GeoJSON geometry in WGS84.",
+        metadata=reads("boundary"),
+    )
     @staticmethod
     def boundary(root: Parent[models.Grid]) -> JSON | None:
         return cast(JSON | None, root.boundary)
 
-    @strawberry.field
+    @strawberry.field(metadata=reads("center_lng", "center_lat"))
     @staticmethod
     def center(
         root: Parent[models.Grid], system: CoordinateSystem = CoordinateSystem.WGS84
@@ -61,7 +68,10 @@ class GridType(Node):
         return coordinates(root.center_lng, root.center_lat, system)
 
     @strawberry.field(
-        description=f"Members responsible for this grid (责任到人): the first {GRID_MEMBERS} by id."
+        description=(
+            f"Members responsible for this grid (责任到人): the first {GRID_MEMBERS} by id."
+        ),
+        metadata=to_many("grid_members"),
     )
     @staticmethod
     async def members(root: Parent[models.Grid], info: Info) -> list[MemberType]:
@@ -79,14 +89,16 @@ class MemberType(Node):
     is_party_member: bool
     role: str
 
-    @strawberry.field
+    @strawberry.field(metadata=to_one("department_id"))
     @staticmethod
     async def department(root: Parent[models.Member], info: Info) -> DepartmentType | None:
         if root.department_id is None:
             return None
         return await info.context.loaders.department.load(root.department_id)  # type: ignore[return-value]
 
-    @strawberry.field(description="The grids this member is responsible for.")
+    @strawberry.field(
+        description="The grids this member is responsible for.", metadata=to_many("member_grids")
+    )
     @staticmethod
     async def grids(root: Parent[models.Member], info: Info) -> list[GridType]:
         return await info.context.loaders.member_grids.load(root.id)  # type: ignore[return-value]

@@ -8,6 +8,7 @@ import strawberry
 from strawberry import Parent
 
 from hub import models
+from hub.api.compiled.shapes import reads, to_many, to_one
 from hub.api.context import Info
 from hub.api.types.common import Node
 from hub.api.types.org import GridType
@@ -39,24 +40,25 @@ class ResidentType(Node):
     created_at: datetime
     updated_at: datetime
 
-    @strawberry.field
+    @strawberry.field(metadata=reads("gender"))
     @staticmethod
     def gender(root: Parent[models.Resident]) -> Gender:
         return Gender(root.gender)
 
-    @strawberry.field
+    @strawberry.field(metadata=to_one("grid_id"))
     @staticmethod
     async def grid(root: Parent[models.Resident], info: Info) -> GridType | None:
         return await info.context.loaders.grid.load(root.grid_id)  # type: ignore[return-value]
 
     @strawberry.field(
-        description="Care tags: elderly, living_alone, disabled, low_income, key_care..."
+        description="Care tags: elderly, living_alone, disabled, low_income, key_care...",
+        metadata=to_many("resident_tags"),
     )
     @staticmethod
     async def tags(root: Parent[models.Resident], info: Info) -> list[str]:
         return await info.context.loaders.resident_tags.load(root.id)
 
-    @strawberry.field
+    @strawberry.field(metadata=to_many("resident_external_ids"))
     @staticmethod
     async def external_ids(root: Parent[models.Resident], info: Info) -> list[ExternalId]:
         return await info.context.loaders.resident_external_ids.load(root.id)  # type: ignore[return-value]
