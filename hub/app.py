@@ -105,4 +105,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.schema = schema
     app.state.registry = registry
+    app.state.compiled = graphql.compiled
     return app

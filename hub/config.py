@@ -97,6 +97,11 @@ class Settings:
     # Feedback submissions one client may make per window, per worker.
     feedback_per_window: int = 5
     feedback_window_seconds: float = 600.0
+    # Compiled execution (hub.api.compiled): list queries answered from a plan per query shape
+    # instead of graphql-core's executor. Off: every operation runs on the normal executor.
+    compiled_execution: bool = True
+    # Plans kept per worker (least recently used first out).
+    compiled_plans: int = 512
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -141,6 +146,10 @@ class Settings:
             count, _, window = feedback_rate.partition("/")
             values["feedback_per_window"] = int(count)
             values["feedback_window_seconds"] = float(window or 600)
+        if compiled := env.get("GRIDHUB_COMPILED_EXECUTION"):
+            values["compiled_execution"] = compiled != "0"
+        if plans := env.get("GRIDHUB_COMPILED_PLANS"):
+            values["compiled_plans"] = int(plans)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

@@ -178,24 +178,27 @@ def keyset(
     return PageQuery(statement.limit(size + 1), key, id_column, request, size, backwards)
 
 
-def page_of(query: PageQuery, rows: Sequence[T]) -> Page[T]:
+def page_of(query: PageQuery, rows: Sequence[T], *, cursors: bool = True) -> Page[T]:
     """The page of what `query.statement` returned: at most `size` rows in the order asked
-    for, their cursors, and whether there are more either way."""
+    for, their cursors (unless not wanted: `cursor_of` gives any one of them), and whether
+    there are more either way."""
     request = query.request
     more = len(rows) > query.size
     items = list(rows[: query.size])
     if query.backwards:
         items.reverse()
-    sort_attribute, id_attribute = query.key.column.key, query.id_column.key
-    cursors = [
-        encode_cursor(query.key, getattr(item, sort_attribute), getattr(item, id_attribute))
-        for item in items
-    ]
     return Page(
         items=items,
-        cursors=cursors,
+        cursors=[cursor_of(query, item) for item in items] if cursors else [],
         has_next_page=more if not query.backwards else request.before is not None,
         has_previous_page=more if query.backwards else request.after is not None,
+    )
+
+
+def cursor_of(query: PageQuery, item: Any) -> str:
+    """The cursor of one row of `query`'s page."""
+    return encode_cursor(
+        query.key, getattr(item, query.key.column.key), getattr(item, query.id_column.key)
     )
 
 

@@ -108,12 +108,15 @@ async def test_a_database_error_is_logged_without_row_values(
     assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
     correlation_id = error["extensions"]["correlationId"]
 
-    [original] = raised
-    honest = "".join(traceback.format_exception(original))
-    if "postgresql" in database_url:
-        # The driver's own text holds the key: the check below is not vacuous.
-        assert taken in honest
-    assert NAME not in honest  # hide_parameters: SQLAlchemy no longer prints the row
+    # Compiled execution meets the error first and hands the query to the normal executor,
+    # which meets it again: both went to the log, neither with its text.
+    assert raised
+    for original in raised:
+        honest = "".join(traceback.format_exception(original))
+        if "postgresql" in database_url:
+            # The driver's own text holds the key: the check below is not vacuous.
+            assert taken in honest
+        assert NAME not in honest  # hide_parameters: SQLAlchemy no longer prints the row
 
     logged = formatted_log(caplog)
     for secret in (taken, NAME, ADDRESS, "13800138000"):

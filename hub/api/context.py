@@ -138,6 +138,9 @@ class Context:
     audit_kind: str | None = None
     request: Any = None
     response: Any = None
+    # The worker's compiled execution (hub.api.compiled.execution.CompiledQueries), or None
+    # for the normal executor only.
+    compiled: Any = None
 
     @classmethod
     def build(
@@ -151,6 +154,7 @@ class Context:
         registry: Any = None,
         request: Any = None,
         response: Any = None,
+        compiled: Any = None,
     ) -> Context:
         state = RequestState(asyncio.Semaphore(settings.limits.max_sessions_per_request))
         db = RequestDatabase(database, state.sessions)
@@ -165,6 +169,7 @@ class Context:
             registry=registry,
             request=request,
             response=response,
+            compiled=compiled,
         )
 
     def for_operation(self) -> Context:

@@ -59,6 +59,7 @@ class Gateway:
             broker=view.broker,
             purpose=purpose,
             registry=view.registry,
+            compiled=view.compiled,
         )
         schema = view.registry.schema_for(viewer.role)
         return await schema.execute(

@@ -46,6 +46,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from hub.api.audit import PURPOSE_HEADER, FailureBudget, clean_purpose, header_text
+from hub.api.compiled.execution import CompiledQueries
 from hub.api.context import Context, interrupt_on_cancel
 from hub.api.loaders import Loaders
 from hub.api.registry import SchemaRegistry
@@ -336,6 +337,9 @@ class GraphQLView(GraphQL[Context, None]):
         self.settings = settings
         self.broker = broker
         self.registry = registry
+        self.compiled = CompiledQueries(
+            enabled=settings.compiled_execution, max_plans=settings.compiled_plans
+        )
         self.verifier = TokenVerifier(settings)
         # Opens the pages' session cookie, for the dispatch board's WebSocket (identify).
         self.sealer = Sealer(session_secret(settings))
@@ -497,6 +501,7 @@ class GraphQLView(GraphQL[Context, None]):
             registry=self.registry,
             request=request,
             response=response,
+            compiled=self.compiled,
         )
 
     def decode_json(self, data: str | bytes) -> object:

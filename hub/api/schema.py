@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -14,6 +14,7 @@ from strawberry.tools import merge_types
 
 from hub.api.access import AccessMutation, AccessQuery
 from hub.api.audit import AuditTrail
+from hub.api.compiled import execution as compiled
 from hub.api.context import Context
 from hub.api.errors import ShapeErrors
 from hub.api.guards import RejectUnstorableText, RequireOperationName
@@ -48,6 +49,11 @@ FullMutation = merge_types("Mutation", (Mutation, AccessMutation, SyncMutation))
 
 
 class GridHubSchema(Schema):
+    def _get_execute_function(self) -> Callable[..., Any]:
+        """Compiled execution where it applies, graphql-core's executor elsewhere (hub.api
+        .compiled.execution): called inside every extension's on_execute, like graphql-core."""
+        return compiled.execute
+
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         """Log nothing here. strawberry logs every error by default, and an expected error may
         quote the input that caused it (an ID number, a phone): personal data has no place in

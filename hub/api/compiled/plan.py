@@ -1,0 +1,638 @@
+"""Compile a validated query into a plan: what to select, and how each response dict is built.
+
+A plan is made once per (document, operation, role schema, @skip/@include values) and then
+serves every request with that shape. Fields are collected with graphql-core's own
+`collect_fields` and `collect_subfields`, so response keys, their order, fragments, aliases and
+@skip/@include come out exactly as the normal executor collects them.
+
+What compiles: root list fields (`listing`) and, below them, the fields whose resolvers say
+what they read (hub.api.compiled.shapes). Anything else raises NotCompilable with a short
+reason, and the operation runs on the normal executor.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, cast
+
+from graphql import (
+    FieldNode,
+    GraphQLEnumType,
+    GraphQLField,
+    GraphQLList,
+    GraphQLNamedType,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    GraphQLSchema,
+    GraphQLUnionType,
+    OperationDefinitionNode,
+    OperationType,
+    get_named_type,
+)
+from graphql.execution.collect_fields import (
+    FieldDetails,
+    FragmentDetails,
+    collect_fields,
+    collect_subfields,
+)
+from graphql.execution.values import VariableValues
+from sqlalchemy.orm import ColumnProperty
+from strawberry.types.field import StrawberryField
+
+from hub.api.compiled.shapes import (
+    FirstOf,
+    GlobalId,
+    ListOf,
+    Reads,
+    ToMany,
+    ToOne,
+    Wraps,
+    shape_of,
+)
+from hub.api.ids import to_global_id
+from hub.authz.profile import Profile
+from hub.authz.scopes import SCOPED_TYPES
+
+TYPENAME = "__typename"
+DEFINITION = "strawberry-definition"
+# The unique column every row plan carries: relations key on it, and the access log names it.
+ID = "id"
+# The column that tells whether an emergency grant unmasks a row (Access.unmasks).
+GRID_ID = "grid_id"
+
+
+class NotCompilable(Exception):
+    """The operation runs on the normal executor; `reason` says why (a metric label)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Argued:
+    """A field whose arguments are read at run time (they may be variables)."""
+
+    definition: GraphQLField
+    node: FieldNode
+    strawberry_field: StrawberryField
+
+
+@dataclass(slots=True)
+class Leaf:
+    """A scalar or enum: read from the source, masked or noted as the policy says, serialised
+    by the role schema's own type."""
+
+    column: str | None  # read this attribute of the source; None: call the resolver
+    serialize: Callable[[Any], Any]
+    non_null: bool
+    computed: Argued | None = None
+    mask: str | None = None
+    audit: str | None = None  # "Type.field" when the field is sensitive
+    # Applied to the column's value before serialising (a Node id from the row id).
+    convert: Callable[[Any], Any] | None = None
+
+
+@dataclass(slots=True)
+class LeafList:
+    """A list of scalars: computed from the row (`reads`) or loaded (`to_many`)."""
+
+    serialize: Callable[[Any], Any]
+    non_null: bool
+    items_non_null: bool
+    computed: Argued | None = None
+    loader: str | None = None
+    audit: str | None = None
+
+
+@dataclass(slots=True)
+class Typename:
+    name: str
+
+
+@dataclass(slots=True)
+class Related:
+    """The row of `model` whose id is in `column` (a to-one relation)."""
+
+    column: str
+    model: type[Any]
+    plan: ObjectPlan
+    non_null: bool
+    audit: str | None = None
+
+
+@dataclass(slots=True)
+class Wrapped:
+    """An object built from one column's value (a union's ExternalSystem)."""
+
+    column: str
+    build: Callable[..., Any]
+    argument: str
+    plan: ObjectPlan | None  # None: the type is not in this role's schema
+
+
+@dataclass(slots=True)
+class Option:
+    """One member of a `first_of` union: a related row of `model`."""
+
+    column: str
+    model: type[Any]
+    plan: ObjectPlan | None  # None: the type is not in this role's schema
+
+
+@dataclass(slots=True)
+class FirstOfPlan:
+    options: list[Option | Wrapped]
+    non_null: bool
+    audit: str | None = None
+
+
+@dataclass(slots=True)
+class Computed:
+    """An object the resolver builds from the row's columns (Coordinates)."""
+
+    computed: Argued
+    plan: ObjectPlan
+    non_null: bool
+    audit: str | None = None
+
+
+@dataclass(slots=True)
+class Many:
+    """The list a `Loaders` DataLoader returns for the row's id."""
+
+    loader: str
+    plan: ObjectPlan
+    non_null: bool
+    items_non_null: bool
+    audit: str | None = None
+
+
+Step = Leaf | LeafList | Typename | Related | FirstOfPlan | Computed | Many
+
+
+@dataclass(slots=True)
+class ObjectPlan:
+    """How one object type's dicts are built from its sources, in response-key order.
+
+    Sources are rows of `model` selected by column (root lists, to-one relations), ORM objects
+    (what loaders return) or plain objects (values built by resolvers)."""
+
+    type_name: str
+    model: type[Any] | None
+    steps: list[tuple[str, Step]] = field(default_factory=list)
+    # The columns the steps read: what a SELECT of these rows must include.
+    columns: set[str] = field(default_factory=set)
+
+    @property
+    def needs_io(self) -> bool:
+        return any(isinstance(s, Related | FirstOfPlan | Many) for _, s in self.steps)
+
+    @property
+    def audited(self) -> bool:
+        return any(getattr(s, "audit", None) or getattr(s, "mask", None) for _, s in self.steps)
+
+
+@dataclass(slots=True)
+class PageInfoPlan:
+    steps: list[tuple[str, str]]  # response key -> PageInfo field (or __typename)
+    type_name: str
+
+
+@dataclass(slots=True)
+class EdgesPlan:
+    steps: list[tuple[str, str | ObjectPlan]]  # "cursor", "__typename" or the node's plan
+    type_name: str
+
+
+@dataclass(slots=True)
+class ListPlan:
+    """A root list field: its builder, and the connection's parts in response-key order."""
+
+    field: Argued
+    builder: Callable[..., Any]
+    model: type[Any]
+    parts: list[tuple[str, str | PageInfoPlan | EdgesPlan | ObjectPlan]]
+    type_name: str
+
+    def node_plans(self) -> list[ObjectPlan]:
+        plans = [p for _, p in self.parts if isinstance(p, ObjectPlan)]
+        for _, part in self.parts:
+            if isinstance(part, EdgesPlan):
+                plans += [p for _, p in part.steps if isinstance(p, ObjectPlan)]
+        return plans
+
+    @property
+    def cursors(self) -> bool:
+        """Whether any edge asks for its cursor (pageInfo reads its two on its own)."""
+        return any(
+            step == "cursor"
+            for _, part in self.parts
+            if isinstance(part, EdgesPlan)
+            for _, step in part.steps
+        )
+
+
+RootStep = ListPlan | Typename
+
+
+@dataclass(slots=True)
+class Plan:
+    roots: list[tuple[str, RootStep]]
+    # Per model, every column any related row of it is read for: rows read by id are read once
+    # per run with all of them (a grid, its parent and a resident's grid are one batch).
+    related_columns: dict[type[Any], tuple[str, ...]] = field(default_factory=dict)
+
+
+def _nested(plan: ObjectPlan) -> Iterator[tuple[ObjectPlan, bool]]:
+    """`plan` and every plan below it, each with whether its rows are read by id."""
+    for _, step in plan.steps:
+        children: list[tuple[ObjectPlan | None, bool]] = []
+        if isinstance(step, Related):
+            children = [(step.plan, True)]
+        elif isinstance(step, FirstOfPlan):
+            children = [(o.plan, isinstance(o, Option)) for o in step.options]
+        elif isinstance(step, Computed | Many):
+            children = [(step.plan, False)]
+        for child, by_id in children:
+            if child is not None:
+                yield child, by_id
+                yield from _nested(child)
+
+
+def _related_columns(roots: list[tuple[str, RootStep]]) -> dict[type[Any], tuple[str, ...]]:
+    wanted: dict[type[Any], set[str]] = {}
+    for _, root in roots:
+        if not isinstance(root, ListPlan):
+            continue
+        for node_plan in root.node_plans():
+            for plan, by_id in _nested(node_plan):
+                if by_id and plan.model is not None:
+                    wanted.setdefault(plan.model, set()).update(plan.columns)
+    return {model: tuple(sorted(names)) for model, names in wanted.items()}
+
+
+# --- compiling ----------------------------------------------------------------------------------
+
+
+def compile_plan(
+    schema: GraphQLSchema,
+    operation: OperationDefinitionNode,
+    fragments: dict[str, FragmentDetails],
+    variables: VariableValues,
+    profile: Profile,
+) -> Plan:
+    if operation.operation is not OperationType.QUERY:
+        raise NotCompilable(operation.operation.value)
+    return _Compiler(schema, operation, fragments, variables, profile).plan()
+
+
+def fragments_of(definitions: Sequence[Any]) -> dict[str, FragmentDetails]:
+    """The document's fragments as collect_fields takes them. Fragments with variables of
+    their own (an experimental syntax) are not compiled."""
+    found: dict[str, FragmentDetails] = {}
+    for definition in definitions:
+        if getattr(definition, "type_condition", None) is None:
+            continue
+        if definition.variable_definitions:
+            raise NotCompilable("fragment variables")
+        found[definition.name.value] = FragmentDetails(definition)
+    return found
+
+
+class _Compiler:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        operation: OperationDefinitionNode,
+        fragments: dict[str, FragmentDetails],
+        variables: VariableValues,
+        profile: Profile,
+    ) -> None:
+        self.schema = schema
+        self.operation = operation
+        self.fragments = fragments
+        self.variables = variables
+        self.profile = profile
+
+    def plan(self) -> Plan:
+        query = self.schema.query_type
+        assert query is not None
+        collected = collect_fields(
+            self.schema, self.fragments, self.variables, query, self.operation
+        )
+        if collected.new_defer_usages:
+            raise NotCompilable("@defer")
+        roots: list[tuple[str, RootStep]] = []
+        for key, details in collected.grouped_field_set.items():
+            roots.append((key, self._root(query, details)))
+        return Plan(roots, _related_columns(roots))
+
+    def _root(self, query: GraphQLObjectType, details: list[FieldDetails]) -> RootStep:
+        name = details[0].node.name.value
+        if name == TYPENAME:
+            return Typename(query.name)
+        if name.startswith("__"):
+            raise NotCompilable("introspection")
+        definition = query.fields[name]
+        strawberry_field = _strawberry_field(definition)
+        shape = shape_of(strawberry_field.metadata) if strawberry_field else None
+        if not isinstance(shape, ListOf) or strawberry_field is None:
+            raise NotCompilable(f"field Query.{name}")
+        return self._list(definition, strawberry_field, shape, details)
+
+    def _subfields(
+        self, type_: GraphQLObjectType, details: list[FieldDetails]
+    ) -> dict[str, list[FieldDetails]]:
+        for detail in details:
+            if detail.defer_usage is not None or detail.fragment_variable_values is not None:
+                raise NotCompilable("@defer or fragment variables")
+        collected = collect_subfields(
+            self.schema, self.fragments, self.variables, self.operation, type_, details
+        )
+        if collected.new_defer_usages:
+            raise NotCompilable("@defer")
+        return collected.grouped_field_set
+
+    def _list(
+        self,
+        definition: GraphQLField,
+        strawberry_field: StrawberryField,
+        shape: ListOf,
+        details: list[FieldDetails],
+    ) -> ListPlan:
+        connection = get_named_type(definition.type)
+        assert isinstance(connection, GraphQLObjectType)
+        node_type = get_named_type(connection.fields["nodes"].type)
+        assert isinstance(node_type, GraphQLObjectType)
+        model = SCOPED_TYPES.get(node_type.name)
+        if model is None:
+            raise NotCompilable(f"field Query.{details[0].node.name.value}")
+        parts: list[tuple[str, str | PageInfoPlan | EdgesPlan | ObjectPlan]] = []
+        for key, fields in self._subfields(connection, details).items():
+            name = fields[0].node.name.value
+            if name in (TYPENAME, "totalCount"):
+                parts.append((key, name))
+            elif name == "pageInfo":
+                parts.append((key, self._page_info(connection.fields[name], fields)))
+            elif name == "edges":
+                parts.append((key, self._edges(connection.fields[name], fields, node_type, model)))
+            elif name == "nodes":
+                parts.append((key, self._object(node_type, fields, model)))
+            else:  # pragma: no cover - a Connection has no other fields
+                raise NotCompilable(f"field {connection.name}.{name}")
+        argued = Argued(definition, details[0].node, strawberry_field)
+        return ListPlan(argued, shape.builder, model, parts, connection.name)
+
+    def _page_info(self, definition: GraphQLField, details: list[FieldDetails]) -> PageInfoPlan:
+        page_info = get_named_type(definition.type)
+        assert isinstance(page_info, GraphQLObjectType)
+        steps = [
+            (key, fields[0].node.name.value)
+            for key, fields in self._subfields(page_info, details).items()
+        ]
+        return PageInfoPlan(steps, page_info.name)
+
+    def _edges(
+        self,
+        definition: GraphQLField,
+        details: list[FieldDetails],
+        node_type: GraphQLObjectType,
+        model: type[Any],
+    ) -> EdgesPlan:
+        edge = get_named_type(definition.type)
+        assert isinstance(edge, GraphQLObjectType)
+        steps: list[tuple[str, str | ObjectPlan]] = []
+        for key, fields in self._subfields(edge, details).items():
+            name = fields[0].node.name.value
+            if name == "node":
+                steps.append((key, self._object(node_type, fields, model)))
+            else:
+                steps.append((key, name))
+        return EdgesPlan(steps, edge.name)
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def _object(
+        self, type_: GraphQLObjectType, details: list[FieldDetails], model: type[Any] | None
+    ) -> ObjectPlan:
+        plan = ObjectPlan(type_.name, model)
+        if model is not None:
+            plan.columns.add(ID)
+        for key, fields in self._subfields(type_, details).items():
+            name = fields[0].node.name.value
+            if name == TYPENAME:
+                plan.steps.append((key, Typename(type_.name)))
+                continue
+            plan.steps.append((key, self._field(plan, type_, type_.fields[name], fields)))
+        if model is not None and plan.audited and _has_column(model, GRID_ID):
+            plan.columns.add(GRID_ID)
+        return plan
+
+    def _field(
+        self,
+        plan: ObjectPlan,
+        parent: GraphQLObjectType,
+        definition: GraphQLField,
+        details: list[FieldDetails],
+    ) -> Step:
+        field = _Field.of(parent, definition, details, self.profile)
+        shape = shape_of(field.strawberry.metadata)
+        if definition.args and not isinstance(shape, Reads):
+            raise NotCompilable(f"field {field.key}")
+        if shape is None and field.strawberry.base_resolver is None:
+            attribute = field.strawberry.python_name
+            self._needs(plan, field.key, attribute)
+            return field.leaf(attribute)
+        if isinstance(shape, GlobalId):
+            plan.columns.add(ID)
+            return field.leaf(ID, partial(to_global_id, parent.name))
+        if isinstance(shape, Reads):
+            for column in shape.columns:
+                self._needs(plan, field.key, column)
+            return self._computed(field)
+        if field.mask:  # the policy masks scalars only
+            raise NotCompilable(f"field {field.key}")
+        if isinstance(shape, ToOne):
+            self._needs(plan, field.key, shape.column)
+            return self._to_one(field, shape)
+        if isinstance(shape, FirstOf):
+            for choice in shape.options:
+                self._needs(plan, field.key, choice.column)
+            return self._first_of(field, shape)
+        if isinstance(shape, ToMany):
+            plan.columns.add(ID)
+            return self._to_many(field, shape)
+        raise NotCompilable(f"field {field.key}")
+
+    def _computed(self, field: _Field) -> Step:
+        """A `reads` field: its resolver, called with the row."""
+        if not _root_first(field.strawberry):
+            raise NotCompilable(f"field {field.key}")
+        argued = Argued(field.definition, field.details[0].node, field.strawberry)
+        if field.serialize is not None and field.lists == 0:
+            return Leaf(None, field.serialize, field.non_null, argued, field.mask, field.audit)
+        if field.mask is None and field.serialize is not None and field.lists == 1:
+            return LeafList(
+                field.serialize, field.non_null, field.items_non_null, argued, audit=field.audit
+            )
+        if field.mask is None and isinstance(field.named, GraphQLObjectType) and not field.lists:
+            child = self._object(field.named, field.details, None)
+            if not child.needs_io and not child.audited:
+                return Computed(argued, child, field.non_null, field.audit)
+        raise NotCompilable(f"field {field.key}")
+
+    def _to_one(self, field: _Field, shape: ToOne) -> Related:
+        target = SCOPED_TYPES.get(field.named.name)
+        if target is None or not isinstance(field.named, GraphQLObjectType) or field.lists:
+            raise NotCompilable(f"field {field.key}")
+        child = self._object(field.named, field.details, target)
+        return Related(shape.column, target, child, field.non_null, field.audit)
+
+    def _to_many(self, field: _Field, shape: ToMany) -> Step:
+        if field.lists != 1:
+            raise NotCompilable(f"field {field.key}")
+        if field.serialize is not None:
+            return LeafList(
+                field.serialize,
+                field.non_null,
+                field.items_non_null,
+                loader=shape.loader,
+                audit=field.audit,
+            )
+        if not isinstance(field.named, GraphQLObjectType):
+            raise NotCompilable(f"field {field.key}")
+        # Loaders return ORM objects: every attribute is there, nothing to select.
+        child = self._object(field.named, field.details, None)
+        return Many(shape.loader, child, field.non_null, field.items_non_null, field.audit)
+
+    def _first_of(self, field: _Field, shape: FirstOf) -> FirstOfPlan:
+        union = field.named
+        if not isinstance(union, GraphQLUnionType) or field.lists:
+            raise NotCompilable(f"field {field.key}")
+        members = {member.name: member for member in union.types}
+        options: list[Option | Wrapped] = []
+        for choice in shape.options:
+            if isinstance(choice, Wraps):
+                type_name = choice.build.__strawberry_definition__.name  # type: ignore[attr-defined]
+                member = members.get(type_name)
+                child = self._object(member, field.details, None) if member else None
+                if child is not None and (child.needs_io or child.audited):
+                    raise NotCompilable(f"field {field.key}")
+                options.append(Wrapped(choice.column, choice.build, choice.argument, child))
+                continue
+            assert choice.type_name is not None
+            model = SCOPED_TYPES[choice.type_name]
+            member = members.get(choice.type_name)
+            child = self._object(member, field.details, model) if member else None
+            options.append(Option(choice.column, model, child))
+        return FirstOfPlan(options, field.non_null, field.audit)
+
+    def _needs(self, plan: ObjectPlan, key: str, column: str) -> None:
+        """`plan` reads `column` of its source: a real column of its model, selected."""
+        if plan.model is None:
+            return
+        if not _has_column(plan.model, column):
+            raise NotCompilable(f"field {key}")
+        plan.columns.add(column)
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """One selected field of an object, with what every kind of step needs to know of it."""
+
+    key: str  # "Type.field", as the policy names it
+    definition: GraphQLField
+    details: list[FieldDetails]
+    strawberry: StrawberryField
+    named: GraphQLNamedType
+    serialize: Callable[[Any], Any] | None  # the type's own, for scalars and enums
+    non_null: bool
+    lists: int  # how many lists deep
+    items_non_null: bool
+    mask: str | None
+    audit: str | None
+
+    @classmethod
+    def of(
+        cls,
+        parent: GraphQLObjectType,
+        definition: GraphQLField,
+        details: list[FieldDetails],
+        profile: Profile,
+    ) -> _Field:
+        key = f"{parent.name}.{details[0].node.name.value}"
+        strawberry_field = _strawberry_field(definition)
+        if strawberry_field is None:
+            raise NotCompilable(f"field {key}")
+        named = get_named_type(definition.type)
+        lists = _list_depth(definition.type)
+        mask = profile.masks.get(key)
+        return cls(
+            key=key,
+            definition=definition,
+            details=details,
+            strawberry=strawberry_field,
+            named=named,
+            serialize=(
+                named.serialize if isinstance(named, GraphQLScalarType | GraphQLEnumType) else None
+            ),
+            non_null=isinstance(definition.type, GraphQLNonNull),
+            lists=lists,
+            items_non_null=lists > 0 and isinstance(_item_type(definition.type), GraphQLNonNull),
+            mask=mask,
+            # Masked fields are noted like sensitive ones (hub.api.roles records both).
+            audit=key if key in profile.sensitive or mask else None,
+        )
+
+    def leaf(self, column: str, convert: Callable[[Any], Any] | None = None) -> Leaf:
+        if self.serialize is None or self.lists:
+            raise NotCompilable(f"field {self.key}")
+        return Leaf(column, self.serialize, self.non_null, None, self.mask, self.audit, convert)
+
+
+def _root_first(strawberry_field: StrawberryField) -> bool:
+    """Whether the field's resolver is a plain function of its row (the first parameter) and
+    its arguments: no `info`, no `self`, not async. Compiled execution calls it so."""
+    resolver = strawberry_field.base_resolver
+    if resolver is None or strawberry_field.is_async:
+        return False
+    if resolver.info_parameter is not None or resolver.self_parameter is not None:
+        return False
+    root = resolver.parent_parameter or resolver.root_parameter
+    function = cast(Callable[..., Any], resolver.wrapped_func)
+    first = next(iter(inspect.signature(function).parameters), None)
+    return root is not None and root.name == first
+
+
+def _strawberry_field(definition: GraphQLField) -> StrawberryField | None:
+    found = (definition.extensions or {}).get(DEFINITION)
+    return found if isinstance(found, StrawberryField) else None
+
+
+def _has_column(model: type[Any], name: str) -> bool:
+    attribute = getattr(model, name, None)
+    return isinstance(getattr(attribute, "property", None), ColumnProperty)
+
+
+def _list_depth(type_: Any) -> int:
+    depth = 0
+    while isinstance(type_, GraphQLNonNull | GraphQLList):
+        if isinstance(type_, GraphQLList):
+            depth += 1
+        type_ = type_.of_type
+    return depth
+
+
+def _item_type(type_: Any) -> Any:
+    if isinstance(type_, GraphQLNonNull):
+        type_ = type_.of_type
+    assert isinstance(type_, GraphQLList)
+    return type_.of_type
