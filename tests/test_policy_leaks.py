@@ -25,7 +25,7 @@ import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -82,6 +82,13 @@ UNUSED_ID = idcard.make("110101", date(2000, 1, 1), 1)  # valid, and registered 
 
 
 # --- fixtures and clients ----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["compiled", "normal"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """Every test here runs twice: with compiled execution (which answers the list queries it
+    can from a plan) and with the normal executor only. The oracle holds both to the policy."""
+    return replace(settings, compiled_execution=request.param == "compiled")
 
 
 @pytest.fixture
