@@ -66,6 +66,8 @@ POLICY_TYPES = (
     "SyncQuarantineItem",
     "SyncConflict",
     "WebhookDelivery",
+    "CompiledExecution",
+    "FallbackCount",
 )
 # Input types whose fields the policy governs (`set`).
 POLICY_INPUTS = (

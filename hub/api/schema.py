@@ -15,6 +15,7 @@ from strawberry.tools import merge_types
 from hub.api.access import AccessMutation, AccessQuery
 from hub.api.audit import AuditTrail
 from hub.api.compiled import execution as compiled
+from hub.api.compiled.stats import CompiledExecutionQuery
 from hub.api.context import Context
 from hub.api.errors import ShapeErrors
 from hub.api.guards import RejectUnstorableText, RequireOperationName
@@ -44,7 +45,7 @@ NODE_TYPES = [
 
 # The per-domain roots and access control's, as the one Query and Mutation of the full schema
 # (each role's schema is cut from it: hub.api.roles).
-FullQuery = merge_types("Query", (Query, AccessQuery, SyncQuery))
+FullQuery = merge_types("Query", (Query, AccessQuery, SyncQuery, CompiledExecutionQuery))
 FullMutation = merge_types("Mutation", (Mutation, AccessMutation, SyncMutation))
 
 

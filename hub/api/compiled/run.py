@@ -289,13 +289,13 @@ def _leaf(step: Leaf, run: Run, read_column: Reader) -> Build:
         read = _call(step.computed, run)
     if step.mask is not None:
         read = partial(_masked, read, run.context.access, step.mask)
-    serialize, non_null, name = step.serialize, step.non_null, step.audit
+    serialize, non_null = step.serialize, step.non_null
 
     def value(source: Any) -> Any:
         found = read(source)
         if found is None:
             if non_null:
-                raise Fallback(f"null in a non-null field {name or ''}".rstrip())
+                raise Fallback("null in a non-null field")
             return None
         return serialize(found)
 
