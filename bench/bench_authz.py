@@ -36,7 +36,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_page import asgi_call, prepare
+from harness import asgi_call, prepare
 
 from hub.api.registry import SchemaRegistry, catalogue_for
 from hub.api.roles import POLICY_TYPES

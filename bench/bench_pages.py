@@ -30,7 +30,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_page import asgi_call
+from harness import asgi_call
 
 from hub.api.gateway import Gateway
 from hub.app import create_app
