@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from hub.errors import BadUserInput, LimitExceeded
@@ -236,6 +236,6 @@ def _beyond(
     return row < bound if descending else row > bound
 
 
-async def count(session: AsyncSession, statement: Select[Any]) -> int:
+async def count(session: AsyncSession | AsyncConnection, statement: Select[Any]) -> int:
     counted = select(func.count()).select_from(statement.order_by(None).subquery())
     return int((await session.scalar(counted)) or 0)

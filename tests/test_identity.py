@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from sqlalchemy import select
 
-from hub.authz import apikeys
+from hub.authz import apikeys, identity
 from hub.authz.identity import (
     AuthenticationFailed,
     IdentityConfigError,
@@ -41,6 +41,7 @@ from hub.config import Settings
 from hub.db import Database
 from hub.errors import BadUserInput, Conflict, NotFound
 from hub.migrate import upgrade
+from tests.sql_capture import captured_sql
 from tests.world import World
 
 SECRET = "test-secret-" + "x" * 40
@@ -118,6 +119,33 @@ async def test_hs256_round_trip_resolves_grids_and_department(
     assert jwt.get_unverified_header(text)["alg"] == "HS256"
     payload = jwt.decode(text, options={"verify_signature": False})
     assert payload["iss"] == "gridhub" and payload["aud"] == "gridhub-api"
+
+
+async def test_codes_resolve_once_a_minute_and_unknown_ones_fail_every_time(
+    db: Database, world: World, hs_db: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sends the same token with every request: its department and grid codes are
+    looked up once, then remembered for a minute (not a query per request)."""
+    verifier = TokenVerifier(hs_db)
+    known = issue_token(hs_db, role="grid_worker", subject="a", grids=["G1"], department="health")
+    first = await authenticate(db, verifier, authorization=f"Bearer {known}", role=None)
+    with captured_sql(db.engine.sync_engine) as statements:
+        again = await authenticate(db, verifier, authorization=f"Bearer {known}", role=None)
+    assert again == first and statements == []
+    # Another token with the same codes shares the resolution; the minute passes, it is read anew.
+    other = issue_token(hs_db, role="grid_worker", subject="b", grids=["G1"], department="health")
+    with captured_sql(db.engine.sync_engine) as statements:
+        second = await authenticate(db, verifier, authorization=f"Bearer {other}", role=None)
+    assert statements == [] and second.grid_paths == first.grid_paths
+    monkeypatch.setattr(identity, "SCOPE_SECONDS", 0.0)
+    verifier.remember(first)
+    with captured_sql(db.engine.sync_engine) as statements:
+        await authenticate(db, verifier, authorization=f"Bearer {known}", role=None)
+    assert len(statements) == 2  # the department, then the grids
+    unknown = issue_token(hs_db, role="grid_worker", subject="c", grids=["NOPE"])
+    for _ in range(2):
+        with pytest.raises(AuthenticationFailed, match="unknown grid"):
+            await authenticate(db, verifier, authorization=f"Bearer {unknown}", role=None)
 
 
 def test_a_token_without_grids_or_department(hs: Settings) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import AdaptedConnection, ExceptionContext
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from strawberry.types import Info as StrawberryInfo
 
 from hub.api.loaders import Loaders
@@ -78,6 +78,12 @@ class RequestDatabase:
     async def reader(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions, self._database.reader() as session:
             yield session
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection for Core reads (compiled execution), under the same cap."""
+        async with self._sessions, self._database.engine.connect() as connection:
+            yield connection
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
 from starlette.middleware.gzip import GZipMiddleware
@@ -426,8 +427,9 @@ class GraphQLView(GraphQL[Context, None]):
                 if viewer.expires_at is not None:
                     ends = min(ends, viewer.expires_at)
                 return replace(viewer, session_nonce=session.nonce, expires_at=ends)
+        # The path as the request gave it: building the whole URL costs more than the check.
         return await self.identify_credentials(
-            authorization, headers.get(ROLE_HEADER), path=connection.url.path
+            authorization, headers.get(ROLE_HEADER), path=connection.scope["path"]
         )
 
     async def _session_ended(self, session: Session) -> bool:
@@ -503,6 +505,15 @@ class GraphQLView(GraphQL[Context, None]):
             response=response,
             compiled=self.compiled,
         )
+
+    def encode_json(self, data: object) -> bytes:
+        """orjson: several times faster than json.dumps on a page of rows, and UTF-8 as it is
+        (Chinese text is three bytes a character, not a six-byte escape). A value it cannot
+        encode (an integer past 64 bits inside a JSON scalar) goes through json.dumps."""
+        try:
+            return orjson.dumps(data)
+        except TypeError:
+            return json.dumps(data, separators=(",", ":")).encode()
 
     def decode_json(self, data: str | bytes) -> object:
         """WebSocket messages: nesting past the recursion limit is invalid JSON (the handler then

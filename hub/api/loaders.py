@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import cached_property
 from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Select, func, select
@@ -56,23 +57,52 @@ class Reads(Protocol):
 
 
 class Loaders:
+    """One DataLoader per kind, made on first use: most operations need one or two of them,
+    and every operation gets a fresh set."""
+
     def __init__(self, db: Reads, access: Access) -> None:
         self._db = db
         self._access = access
-        self.grid = self._by_id(Grid)
-        self.department = self._by_id(Department)
-        self.member = self._by_id(Member)
-        self.resident = self._by_id(Resident)
-        self.resident_tags: DataLoader[int, list[str]] = DataLoader(self._resident_tags)
-        self.resident_external_ids: DataLoader[int, list[ResidentExternalId]] = DataLoader(
-            self._resident_external_ids
-        )
-        self.member_grids: DataLoader[int, list[Grid]] = DataLoader(self._member_grids)
-        self.grid_members: DataLoader[int, list[Member]] = DataLoader(self._grid_members)
-        self.notice_grids: DataLoader[int, list[Grid]] = DataLoader(self._notice_grids)
-        self.event_timeline: DataLoader[int, list[EventTransition]] = DataLoader(
-            self._event_timeline
-        )
+
+    @cached_property
+    def grid(self) -> DataLoader[int, Grid | None]:
+        return self._by_id(Grid)
+
+    @cached_property
+    def department(self) -> DataLoader[int, Department | None]:
+        return self._by_id(Department)
+
+    @cached_property
+    def member(self) -> DataLoader[int, Member | None]:
+        return self._by_id(Member)
+
+    @cached_property
+    def resident(self) -> DataLoader[int, Resident | None]:
+        return self._by_id(Resident)
+
+    @cached_property
+    def resident_tags(self) -> DataLoader[int, list[str]]:
+        return DataLoader(self._resident_tags)
+
+    @cached_property
+    def resident_external_ids(self) -> DataLoader[int, list[ResidentExternalId]]:
+        return DataLoader(self._resident_external_ids)
+
+    @cached_property
+    def member_grids(self) -> DataLoader[int, list[Grid]]:
+        return DataLoader(self._member_grids)
+
+    @cached_property
+    def grid_members(self) -> DataLoader[int, list[Member]]:
+        return DataLoader(self._grid_members)
+
+    @cached_property
+    def notice_grids(self) -> DataLoader[int, list[Grid]]:
+        return DataLoader(self._notice_grids)
+
+    @cached_property
+    def event_timeline(self) -> DataLoader[int, list[EventTransition]]:
+        return DataLoader(self._event_timeline)
 
     def clear(self) -> None:
         """Forget every cached row: called after a commit, which may have changed any of them."""

@@ -183,17 +183,19 @@ async def list_grids(
 ) -> Listing:
     note_sensitive_inputs(context, filter, order_by)
     order = order_by or GridOrder()
-    async with context.db.reader() as session:
-        parent_id = None
-        if filter and filter.parent_code is not None:
-            parent = await grids.resolve_code(session, code=filter.parent_code, field="parentCode")
-            parent_id = parent.id
-        statement = grids.list_statement(
-            level=filter.level if filter else None, parent_id=parent_id
-        )
-        if filter and filter.in_grid is not None:
-            root = await grids.resolve_code(session, code=filter.in_grid)
-            statement = statement.where(grids.subtree_of(root.path))
+    statement = grids.list_statement(level=None, parent_id=None)
+    if filter is not None:  # codes to resolve: no filter needs no session
+        async with context.db.reader() as session:
+            parent_id = None
+            if filter.parent_code is not None:
+                parent = await grids.resolve_code(
+                    session, code=filter.parent_code, field="parentCode"
+                )
+                parent_id = parent.id
+            statement = grids.list_statement(level=filter.level, parent_id=parent_id)
+            if filter.in_grid is not None:
+                root = await grids.resolve_code(session, code=filter.in_grid)
+                statement = statement.where(grids.subtree_of(root.path))
     statement = context.access.rows(statement, models.Grid)
     return Listing(models.Grid, statement, GRID_KEYS[order.field], order.direction)
 
@@ -205,16 +207,18 @@ async def list_departments(context: Context) -> Listing:
 
 async def list_members(context: Context, filter: MemberFilter | None = None) -> Listing:
     note_sensitive_inputs(context, filter)
-    async with context.db.reader() as session:
-        department_id = None
-        if filter and filter.department_code is not None:
-            department = await departments.resolve_code(session, code=filter.department_code)
-            department_id = department.id
-        domain_filter = members.MemberFilter(
-            grid_ids=await grid_ids(session, filter.in_grid if filter else None),
-            department_id=department_id,
-            is_party_member=filter.is_party_member if filter else None,
-        )
+    domain_filter = members.MemberFilter()
+    if filter is not None:  # codes to resolve: no filter needs no session
+        async with context.db.reader() as session:
+            department_id = None
+            if filter.department_code is not None:
+                department = await departments.resolve_code(session, code=filter.department_code)
+                department_id = department.id
+            domain_filter = members.MemberFilter(
+                grid_ids=await grid_ids(session, filter.in_grid),
+                department_id=department_id,
+                is_party_member=filter.is_party_member,
+            )
     statement = context.access.rows(members.list_statement(domain_filter), models.Member)
     return Listing(models.Member, statement, ID_ONLY["member"])
 
@@ -226,8 +230,10 @@ async def list_residents(
 ) -> Listing:
     note_sensitive_inputs(context, filter, order_by)
     order = order_by or ResidentOrder()
-    async with context.db.reader() as session:
-        domain_filter = await resident_filter(session, filter)
+    domain_filter = residents.ResidentFilter()
+    if filter is not None:  # codes to resolve: no filter needs no session
+        async with context.db.reader() as session:
+            domain_filter = await resident_filter(session, filter)
     statement = context.access.rows(residents.list_statement(domain_filter), models.Resident)
     return Listing(models.Resident, statement, RESIDENT_KEYS[order.field], order.direction)
 
@@ -237,8 +243,10 @@ async def list_events(
 ) -> Listing:
     note_sensitive_inputs(context, filter, order_by)
     order = order_by or EventOrder()
-    async with context.db.reader() as session:
-        domain_filter = await event_filter(session, filter)
+    domain_filter = events.EventFilter()
+    if filter is not None:  # codes to resolve: no filter needs no session
+        async with context.db.reader() as session:
+            domain_filter = await event_filter(session, filter)
     statement = context.access.rows(events.list_statement(domain_filter), models.Event)
     return Listing(models.Event, statement, EVENT_KEYS[order.field], order.direction)
 
@@ -248,8 +256,10 @@ async def list_notices(
 ) -> Listing:
     note_sensitive_inputs(context, filter, order_by)
     order = order_by or NoticeOrder()
-    async with context.db.reader() as session:
-        domain_filter = await notice_filter(session, filter)
+    domain_filter = notices.NoticeFilter()
+    if filter is not None:  # codes to resolve: no filter needs no session
+        async with context.db.reader() as session:
+            domain_filter = await notice_filter(session, filter)
     statement = context.access.rows(notices.list_statement(domain_filter), models.Notice)
     if order.field is NoticeSortField.PUBLISHED_AT:
         # A keyset key is never NULL: a NULL sorts differently on SQLite and PostgreSQL and
@@ -260,12 +270,14 @@ async def list_notices(
 
 async def list_feedback(context: Context, filter: FeedbackFilter | None = None) -> Listing:
     note_sensitive_inputs(context, filter)
-    async with context.db.reader() as session:
-        domain_filter = feedback.FeedbackFilter(
-            statuses=tuple(s.value for s in (filter.status or ())) if filter else (),
-            kinds=tuple(k.value for k in (filter.kind or ())) if filter else (),
-            grid_ids=await grid_ids(session, filter.in_grid if filter else None),
-        )
+    domain_filter = feedback.FeedbackFilter()
+    if filter is not None:  # codes to resolve: no filter needs no session
+        async with context.db.reader() as session:
+            domain_filter = feedback.FeedbackFilter(
+                statuses=tuple(s.value for s in (filter.status or ())),
+                kinds=tuple(k.value for k in (filter.kind or ())),
+                grid_ids=await grid_ids(session, filter.in_grid),
+            )
     statement = context.access.rows(feedback.list_statement(domain_filter), models.Feedback)
     return Listing(models.Feedback, statement, ID_ONLY["feedback"])
 

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,8 +37,13 @@ from hub.grids.models import Grid
 
 # Clock skew tolerated between the token issuer and this server (exp, nbf, iat).
 LEEWAY = timedelta(seconds=30)
+Scope = tuple[str | None, tuple[str, ...]]
 # How many verified tokens each worker remembers (hub.authz.identity.TokenVerifier).
 VERIFIED_TOKENS = 1024
+# How long a token's department and grid codes stay resolved (to an id and to paths) without
+# asking the database again. A code names the same row for as long as it exists: grids never
+# move, departments are never renumbered. Only a resolution that succeeded is remembered.
+SCOPE_SECONDS = 60.0
 SECRET_FILE = "jwt-secret"
 # RFC 7518 3.2: an HS256 key at least as long as the hash output.
 MIN_SECRET_BYTES = 32
@@ -211,6 +217,24 @@ class TokenVerifier:
         # Tokens already verified, until they expire: a client sends the same token with every
         # request, and its signature does not change. Bounded, oldest out first.
         self._verified: OrderedDict[str, Claims] = OrderedDict()
+        # (department code, grid codes) -> (department id, grid paths, monotonic expiry).
+        self._scopes: OrderedDict[Scope, tuple[int | None, tuple[str, ...], float]] = OrderedDict()
+
+    def resolved(self, claims: Claims) -> tuple[int | None, tuple[str, ...]] | None:
+        """The department id and grid paths of the claims' codes, if resolved lately."""
+        key = (claims.department_code, claims.grid_codes)
+        found = self._scopes.get(key)
+        if found is None or found[2] < time.monotonic():
+            return None
+        return found[0], found[1]
+
+    def remember(self, viewer: Viewer) -> None:
+        key = (viewer.department_code, viewer.grid_codes)
+        expires = time.monotonic() + SCOPE_SECONDS
+        self._scopes[key] = (viewer.department_id, viewer.grid_paths, expires)
+        self._scopes.move_to_end(key)
+        if len(self._scopes) > VERIFIED_TOKENS:
+            self._scopes.popitem(last=False)
 
     def verify(self, token: str) -> Claims:
         cached = self._verified.get(token)
@@ -436,8 +460,13 @@ async def authenticate(
     chosen = select_role(claims.roles, requested)
     if claims.department_code is None and not claims.grid_codes:
         return _viewer(claims, chosen, department_id=None, grid_paths=())
+    resolved = verifier.resolved(claims)
+    if resolved is not None:
+        return _viewer(claims, chosen, department_id=resolved[0], grid_paths=resolved[1])
     async with db.reader() as session:
-        return await resolve_viewer(session, claims, chosen)
+        viewer = await resolve_viewer(session, claims, chosen)
+    verifier.remember(viewer)
+    return viewer
 
 
 def select_role(roles: Sequence[str], requested: str | None) -> str:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,19 +14,12 @@ class ReadLog:
     records: set[str] = field(default_factory=set)
 
     def add(self, key: str, source: Any) -> None:
-        self.add_all(key, (source,))
+        self.add_rows(key.partition(".")[0], (key,), (getattr(source, "id", None),))
 
-    def add_all(self, key: str, sources: Sequence[Any]) -> None:
-        """`key` read from each of `sources` (rows; a source without an id names no record).
-        Read from none of them, it was not read at all."""
-        if not sources:
-            return
-        self.fields.add(key)
-        type_name = key.partition(".")[0]
-        for source in sources:
-            identity = getattr(source, "id", None)
-            if identity is not None:
-                self.records.add(f"{type_name}:{identity}")
+    def add_rows(self, type_name: str, fields: Iterable[str], ids: Iterable[Any]) -> None:
+        """`fields` (of `type_name`) read from each of the rows with these ids, at once."""
+        self.fields.update(fields)
+        self.records.update(f"{type_name}:{identity}" for identity in ids if identity is not None)
 
     def update(self, other: ReadLog) -> None:
         self.fields |= other.fields

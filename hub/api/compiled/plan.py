@@ -29,8 +29,12 @@ from graphql import (
     GraphQLScalarType,
     GraphQLSchema,
     GraphQLUnionType,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     OperationType,
+    ValueNode,
+    VariableNode,
     get_named_type,
 )
 from graphql.execution.collect_fields import (
@@ -221,6 +225,10 @@ class ListPlan:
     model: type[Any]
     parts: list[tuple[str, str | PageInfoPlan | EdgesPlan | ObjectPlan]]
     type_name: str
+    # Whether the arguments are all literals: then they are coerced and converted once, on the
+    # first run, and kept here (input objects are never changed by the builders).
+    literal: bool = False
+    arguments: dict[str, Any] | None = None
 
     def node_plans(self) -> list[ObjectPlan]:
         plans = [p for _, p in self.parts if isinstance(p, ObjectPlan)]
@@ -389,7 +397,8 @@ class _Compiler:
             else:  # pragma: no cover - a Connection has no other fields
                 raise NotCompilable(f"field {connection.name}.{name}")
         argued = Argued(definition, details[0].node, strawberry_field)
-        return ListPlan(argued, shape.builder, model, parts, connection.name)
+        literal = not any(_has_variable(a.value) for a in details[0].node.arguments or ())
+        return ListPlan(argued, shape.builder, model, parts, connection.name, literal)
 
     def _page_info(self, definition: GraphQLField, details: list[FieldDetails]) -> PageInfoPlan:
         page_info = get_named_type(definition.type)
@@ -610,6 +619,16 @@ def _root_first(strawberry_field: StrawberryField) -> bool:
     function = cast(Callable[..., Any], resolver.wrapped_func)
     first = next(iter(inspect.signature(function).parameters), None)
     return root is not None and root.name == first
+
+
+def _has_variable(value: ValueNode) -> bool:
+    if isinstance(value, VariableNode):
+        return True
+    if isinstance(value, ListValueNode):
+        return any(_has_variable(item) for item in value.values)
+    if isinstance(value, ObjectValueNode):
+        return any(_has_variable(field.value) for field in value.fields)
+    return False
 
 
 def _strawberry_field(definition: GraphQLField) -> StrawberryField | None:

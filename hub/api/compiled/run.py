@@ -20,8 +20,10 @@ from functools import cached_property, partial
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
+from graphql import GraphQLEnumType
 from graphql.execution.values import VariableValues, get_argument_values
-from sqlalchemy.ext.asyncio import AsyncSession
+from graphql.type.scalars import serialize_boolean, serialize_id, serialize_string
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from strawberry.types.arguments import convert_arguments
 
 from hub import pagination
@@ -69,7 +71,8 @@ class Fallback(Exception):
 
 @dataclass(slots=True)
 class _OneSession:
-    """`Loaders` read through whatever `reader()` yields: here, the run's own session."""
+    """`Loaders` read through whatever `reader()` yields: here, a session on the run's own
+    connection."""
 
     session: AsyncSession
 
@@ -83,7 +86,9 @@ class Run:
     context: Context
     schema: Schema
     variables: VariableValues
-    session: AsyncSession
+    # Every statement of the run goes through this one connection: column selects need no
+    # ORM session, and a session costs a tenth of a millisecond to make and close.
+    connection: AsyncConnection
     plan: Plan
     reads: ReadLog = field(default_factory=ReadLog)
     # Rows read by id so far, by model (None: out of scope or gone): each is read once per run.
@@ -93,14 +98,20 @@ class Run:
         return arguments(argued, self.schema, self.variables)
 
     @cached_property
+    def session(self) -> AsyncSession:
+        """For the Loaders of to-many fields (they read ORM rows), made when one is needed."""
+        return AsyncSession(bind=self.connection)
+
+    @cached_property
     def loaders(self) -> Loaders:
         return Loaders(_OneSession(self.session), self.context.access)
 
     async def rows(self, statement: Any) -> Sequence[Any]:
-        # Core execution on the session's connection: these are column selects, and the
-        # ORM's result processing would only cost time.
-        connection = await self.session.connection()
-        return (await connection.execute(statement)).all()
+        return (await self.connection.execute(statement)).all()
+
+    async def close(self) -> None:
+        if "session" in self.__dict__:
+            await self.session.close()
 
 
 def arguments(argued: Argued, schema: Schema, variables: VariableValues) -> dict[str, Any]:
@@ -127,20 +138,28 @@ async def run_plan(
     if not listings:  # nothing to read: no session, and no await that could yield
         return {key: root.name for key, root in plan.roots if isinstance(root, Typename)}, ReadLog()
     data: dict[str, Any] = {}
-    async with context.db.reader() as session:
-        run = Run(context, schema, variables, session, plan)
-        for key, root in plan.roots:
-            if isinstance(root, Typename):
-                data[key] = root.name
-            else:
-                data[key] = await _connection(root, *listings[key], run)
+    async with context.db.connection() as connection:
+        run = Run(context, schema, variables, connection, plan)
+        try:
+            for key, root in plan.roots:
+                if isinstance(root, Typename):
+                    data[key] = root.name
+                else:
+                    data[key] = await _connection(root, *listings[key], run)
+        finally:
+            await run.close()
     return data, run.reads
 
 
 async def _listing(
     plan: ListPlan, context: Context, schema: Schema, variables: VariableValues
 ) -> tuple[Listing, pagination.PageRequest]:
-    given = arguments(plan.field, schema, variables)
+    if plan.arguments is not None:
+        given = dict(plan.arguments)
+    else:
+        given = arguments(plan.field, schema, variables)
+        if plan.literal:
+            plan.arguments = dict(given)
     paging = {name: given.pop(name, None) for name in PAGE_ARGUMENTS}
     listing: Listing = await plan.builder(context, **given)
     if listing.model is not plan.model:
@@ -169,7 +188,7 @@ async def _connection(
         if part == TYPENAME:
             result[key] = plan.type_name
         elif part == "totalCount":
-            result[key] = await pagination.count(run.session, listing.statement)
+            result[key] = await pagination.count(run.connection, listing.statement)
         elif isinstance(part, PageInfoPlan):
             result[key] = _page_info(part, page, query)
         elif isinstance(part, EdgesPlan):
@@ -239,7 +258,12 @@ async def prepare(
     plan: ObjectPlan, sources: Sequence[Any], run: Run, read: Reader = by_attribute
 ) -> Build:
     """A function from one of `sources` to its response dict. Relations of all the sources
-    load here, one batch per relation."""
+    load here, one batch per relation; what they show of sensitive fields goes on the record
+    here too, for all of them at once."""
+    audited = [audit for _, step in plan.steps if (audit := getattr(step, "audit", None))]
+    if audited and sources:
+        row_id = read(ID) if plan.model is not None else _id_if_any
+        run.reads.add_rows(plan.type_name, audited, map(row_id, sources))
     values = [(key, await _prepare(step, sources, run, read)) for key, step in plan.steps]
 
     def build(source: Any) -> dict[str, Any]:
@@ -248,10 +272,11 @@ async def prepare(
     return build
 
 
+def _id_if_any(source: Any) -> Any:
+    return getattr(source, "id", None)
+
+
 async def _prepare(step: Step, sources: Sequence[Any], run: Run, read: Reader) -> Build:
-    audit = getattr(step, "audit", None)
-    if audit is not None:
-        run.reads.add_all(audit, sources)
     if isinstance(step, Typename):
         name = step.name
         return lambda _source: name
@@ -289,7 +314,7 @@ def _leaf(step: Leaf, run: Run, read_column: Reader) -> Build:
         read = _call(step.computed, run)
     if step.mask is not None:
         read = partial(_masked, read, run.context.access, step.mask)
-    serialize, non_null = step.serialize, step.non_null
+    serialize, non_null = _serializer(step.serialize), step.non_null
 
     def value(source: Any) -> Any:
         found = read(source)
@@ -300,6 +325,34 @@ def _leaf(step: Leaf, run: Run, read_column: Reader) -> Build:
         return serialize(found)
 
     return value
+
+
+# What graphql-core's standard scalars return unchanged: a value of exactly this type.
+_UNCHANGED: dict[Callable[[Any], Any], type] = {
+    serialize_string: str,
+    serialize_id: str,
+    serialize_boolean: bool,
+}
+
+
+def _serializer(serialize: Build) -> Build:
+    """`serialize`, without the call where it would return its argument as it is, and
+    remembered per value for an enum's (a pure function of a handful of values)."""
+    unchanged = _UNCHANGED.get(serialize)
+    if unchanged is not None:
+        return lambda value: value if type(value) is unchanged else serialize(value)
+    if isinstance(getattr(serialize, "__self__", None), GraphQLEnumType):
+        names: dict[Any, Any] = {}
+
+        def enum_name(value: Any) -> Any:
+            try:
+                return names[value]
+            except KeyError:
+                names[value] = name = serialize(value)
+                return name
+
+        return enum_name
+    return serialize
 
 
 def _compose(outer: Build, inner: Build) -> Build:
