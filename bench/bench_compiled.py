@@ -46,7 +46,7 @@ from harness import asgi_call, prepare, rate, start_server
 from plain_app import MASKED_GRID, bench_settings, build
 
 from hub.api.compiled.execution import fragments_of
-from hub.api.compiled.plan import NotCompilable, compile_plan
+from hub.api.compiled.plan import Delegated, NotCompilable, compile_plan
 from hub.authz.identity import issue_token
 from hub.config import Settings
 
@@ -309,7 +309,7 @@ def fallback_report(settings: Settings) -> None:
                 if isinstance(variables, list):  # a mutation's input: refused before it matters
                     variables = VariableValues({}, {})
                 try:
-                    compile_plan(
+                    plan = compile_plan(
                         schema,
                         operation,
                         fragments_of(document.definitions),
@@ -317,9 +317,12 @@ def fallback_report(settings: Settings) -> None:
                         registry.profile_for(role),
                     )
                     outcomes["compiled"] += 1
+                    for _, root in plan.roots:
+                        if isinstance(root, Delegated):
+                            outcomes[f"compiled, one root field delegated: {root.reason}"] += 1
                 except NotCompilable as refused:
                     outcomes[f"normal executor: {refused.reason}"] += 1
-        total = sum(outcomes.values())
+        total = sum(n for outcome, n in outcomes.items() if not outcome.startswith("compiled,"))
         writes = outcomes["normal executor: mutation"] + outcomes["normal executor: subscription"]
         print(
             f"\n{title}: {outcomes['compiled']} of {total} operations compile "

@@ -22,12 +22,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from hub.api.ids import to_global_id
 from hub.app import create_app
 from hub.authz.models import AuditRecord
 from hub.config import Settings
 from hub.db import Database
 from hub.residents.service import KNOWN_TAGS
-from tests.compiled_queries import LISTS, Values, list_queries
+from tests.compiled_queries import LISTS, LOOKUPS, Values, list_queries
 from tests.markers import GRANT_SUBJECT, RESIDENTS, VIEWPOINTS, MarkerWorld, Viewpoint
 from tests.markers import seed_markers as seed
 from tests.policy_clients import SUPERUSER, credentials
@@ -44,6 +45,7 @@ SUBJECTS = {"health under a grant": GRANT_SUBJECT}
 
 # A query fails the same way on both paths for these reasons; anything else must compile.
 SHARED_FAILURES = ("error: BAD_USER_INPUT", "error: PURPOSE_REQUIRED", "error: NOT_FOUND")
+# (A lookup of a row out of the viewer's scope is NOT_FOUND, exactly like a missing one.)
 
 
 @pytest.fixture
@@ -147,6 +149,19 @@ def values_of(marked: MarkerWorld) -> Values:
         cursors=cursors,
         tags=sorted(KNOWN_TAGS)[:3],
         id_numbers=[seed.id_number for seed in RESIDENTS[:2]],
+        ids={
+            type_name: [row.global_id for row in marked.rows.values() if row.type == type_name]
+            for type_name in ("Resident", "Event", "Notice", "Member", "Feedback")
+        }
+        | {"Grid": [str(to_global_id("Grid", g.id)) for g in marked.world.grids.values()]},
+        codes={
+            "Event": [row.code for row in marked.rows.values() if row.type == "Event" and row.code],
+            "Grid": list(marked.world.grids),
+            "Department": list(marked.world.departments),
+            "Feedback": [
+                row.code for row in marked.rows.values() if row.type == "Feedback" and row.code
+            ],
+        },
     )
 
 
@@ -177,7 +192,7 @@ async def test_generated_list_queries_answer_the_same_on_both_paths(
     values = values_of(marked)
     for name in VIEWS:
         schema = app.state.registry.schema_for(VIEWS[name].role)._schema
-        if not set(LISTS) & set(schema.query_type.fields):
+        if not {*LISTS, *LOOKUPS} & set(schema.query_type.fields):
             continue  # policy_admin reads no lists
         query, variables = data.draw(list_queries(schema, values), label=f"query as {name}")
         answers = await both(

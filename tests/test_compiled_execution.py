@@ -143,17 +143,14 @@ class TestFallbacks:
         self, gql: GraphQLClient, app: Any, world: World
     ) -> None:
         await gql.data("{ __schema { queryType { name } } }")
-        await gql.data("{ stats { eventCounts(groupBy: [CATEGORY]) { count } } }")
-        await gql.data("{ residents(first: 1) { nodes { name } } me { role } }")
+        await gql.data("{ stats { eventCounts(groupBy: [CATEGORY]) { count } } me { role } }")
         body = await gql(
             'mutation { submitFeedback(input: {kind: SUGGESTION, content: "x"}) { kind } }'
         )
         assert "errors" not in body
-        assert counts(app) == (
-            0,
-            0,
-            {"introspection": 1, "field Query.stats": 1, "field Query.me": 1, "mutation": 1},
-        )
+        # With nothing the compiler answers, the whole operation is the normal executor's,
+        # under the first root field's reason.
+        assert counts(app) == (0, 0, {"introspection": 1, "field Query.stats": 1, "mutation": 1})
 
     async def test_a_failing_operation_is_answered_by_the_normal_executor(
         self, gql: GraphQLClient, app: Any, world: World
@@ -197,6 +194,44 @@ class TestFallbacks:
         assert counts(app)[2] == {"rows: null in a non-null field": 1}
 
 
+class TestDelegation:
+    """Root fields of a query are independent: beside ones the plan answers, the others run on
+    graphql-core alone, and the answers are put together in the query's order."""
+
+    QUERY = """query($me: Boolean!) {
+      events(first: 3) { nodes { code } }
+      ...Who
+      departments(first: 2) { nodes { code } }
+      kinds: __type(name: "EventCategory") { enumValues { name } }
+    }
+    fragment Who on Query { me @include(if: $me) { role } }"""
+
+    async def test_the_others_run_on_graphql_core_and_the_answer_is_the_same(
+        self, app: Any, normal: Any, settings: Settings, world: World
+    ) -> None:
+        for me in (True, False):
+            body = {"query": self.QUERY, "variables": {"me": me}}
+            compiled = await post_to(app, settings, body)
+            assert compiled.content == (await post_to(normal, settings, body)).content
+            assert list(compiled.json()["data"]) == (
+                ["events", "me", "departments", "kinds"]
+                if me
+                else ["events", "departments", "kinds"]
+            )
+        found = app.state.compiled.counts
+        assert (found.misses, dict(found.fallbacks)) == (2, {})
+        assert dict(found.delegated) == {"field Query.me": 1, "introspection": 2}
+
+    async def test_an_error_in_a_delegated_field_leaves_the_whole_operation_to_it(
+        self, app: Any, normal: Any, settings: Settings, world: World
+    ) -> None:
+        body = {"query": '{ events(first: 1) { nodes { code } } node(id: "bad") { id } }'}
+        compiled = await post_to(app, settings, body)
+        assert compiled.content == (await post_to(normal, settings, body)).content
+        assert compiled.json()["errors"][0]["path"] == ["node"]
+        assert counts(app)[2] == {"rows: a delegated root field failed": 1}
+
+
 class TestSwitch:
     async def test_switched_off_every_operation_runs_on_the_normal_executor(
         self, settings: Settings, db: Any, world: World
@@ -218,7 +253,7 @@ class TestCounters:
     """Operators read the counters through GraphQL, as the policy lets them."""
 
     QUERY = """{ compiledExecution { enabled plans maxPlans hits misses fallbacks
-      fallbackReasons { reason count } } }"""
+      fallbackReasons { reason count } delegatedFields { reason count } } }"""
 
     async def test_the_operator_reads_hits_misses_and_fallbacks_by_reason(
         self, gql: GraphQLClient, app: Any, settings: Settings, world: World
@@ -245,6 +280,7 @@ class TestCounters:
                 {"reason": "introspection", "count": 1},
                 {"reason": "field Query.compiledExecution", "count": 1},
             ],
+            "delegatedFields": [],
         }
 
     @pytest.mark.parametrize("role", ["public", "dispatcher", "public_security", "auditor"])

@@ -11,7 +11,8 @@ import strawberry
 from sqlalchemy import select
 
 from hub import models
-from hub.api.context import Info
+from hub.api.compiled.shapes import listing, lookup_of
+from hub.api.context import Context, Info
 from hub.api.ids import parse_global_id, pk_of
 from hub.api.types.access import (
     AuditChainStatus,
@@ -20,10 +21,18 @@ from hub.api.types.access import (
     PolicyVersionType,
     Viewer,
 )
-from hub.api.types.common import Connection, Listing, SortDirection, paginate
+from hub.api.types.common import (
+    Connection,
+    Listing,
+    Lookup,
+    SortDirection,
+    fetch,
+    lookup,
+    paginate,
+)
 from hub.authz import audit, grants, store
 from hub.db import utcnow
-from hub.errors import BadUserInput, NotFound
+from hub.errors import BadUserInput
 from hub.pagination import SortKey
 
 AUDIT_KEY = SortKey("SEQ", models.AuditRecord.seq)
@@ -82,6 +91,37 @@ class OpenEmergencyGrantInput:
     minutes: int = strawberry.field(description=f"At most {grants.MAX_MINUTES}.")
 
 
+# The lists and lookups of access control, as Listing and Lookup builders (hub.api.queries).
+
+
+async def list_audit_log(
+    context: Context,
+    filter: AuditFilter | None = None,
+    direction: SortDirection = SortDirection.DESC,
+) -> Listing:
+    statement = audit.list_statement((filter or AuditFilter()).to_domain())
+    statement = context.access.rows(statement, models.AuditRecord)
+    return Listing(models.AuditRecord, statement, AUDIT_KEY, direction, id_name="seq")
+
+
+async def list_policy_versions(context: Context) -> Listing:
+    statement = context.access.rows(select(models.PolicyVersion), models.PolicyVersion)
+    return Listing(
+        models.PolicyVersion, statement, POLICY_KEY, SortDirection.DESC, id_name="version"
+    )
+
+
+def find_policy_version(context: Context, version: int) -> Lookup:
+    condition = models.PolicyVersion.version == version
+    return lookup(context, models.PolicyVersion, condition, "policy version")
+
+
+async def list_emergency_grants(context: Context, active: bool = False) -> Listing:
+    statement = grants.list_statement(active_at=utcnow() if active else None)
+    statement = context.access.rows(statement, models.EmergencyGrant)
+    return Listing(models.EmergencyGrant, statement, GRANT_KEY, SortDirection.DESC)
+
+
 @strawberry.type
 class AccessQuery:
     @strawberry.field(description="Who this request acts as.")
@@ -98,7 +138,10 @@ class AccessQuery:
             sensitive_fields=sorted(access.profile.sensitive),
         )
 
-    @strawberry.field(description="The access log, newest first unless `direction` says ASC.")
+    @strawberry.field(
+        description="The access log, newest first unless `direction` says ASC.",
+        metadata=listing(list_audit_log),
+    )
     async def audit_log(
         self,
         info: Info,
@@ -109,9 +152,7 @@ class AccessQuery:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[AuditRecordType]:
-        statement = audit.list_statement((filter or AuditFilter()).to_domain())
-        statement = info.context.access.rows(statement, models.AuditRecord)
-        listed = Listing(models.AuditRecord, statement, AUDIT_KEY, direction, id_name="seq")
+        listed = await list_audit_log(info.context, filter, direction)
         return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     @strawberry.field(description="Verify the whole access log's hash chain now.")
@@ -125,7 +166,9 @@ class AccessQuery:
             reason=report.reason,
         )
 
-    @strawberry.field(description="Policy versions, newest first.")
+    @strawberry.field(
+        description="Policy versions, newest first.", metadata=listing(list_policy_versions)
+    )
     async def policy_versions(
         self,
         info: Info,
@@ -134,25 +177,17 @@ class AccessQuery:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[PolicyVersionType]:
-        statement = info.context.access.rows(select(models.PolicyVersion), models.PolicyVersion)
-        listed = Listing(
-            models.PolicyVersion, statement, POLICY_KEY, SortDirection.DESC, id_name="version"
-        )
+        listed = await list_policy_versions(info.context)
         return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
-    @strawberry.field
+    @strawberry.field(metadata=lookup_of(find_policy_version))
     async def policy_version(self, info: Info, version: int) -> PolicyVersionType | None:
-        statement = info.context.access.rows(
-            select(models.PolicyVersion).where(models.PolicyVersion.version == version),
-            models.PolicyVersion,
-        )
-        async with info.context.db.reader() as session:
-            found = await session.scalar(statement)
-        if found is None:
-            raise NotFound("policy version not found")
-        return found  # type: ignore[return-value]
+        return await fetch(info.context, find_policy_version(info.context, version))
 
-    @strawberry.field(description="Emergency grants, newest first; `active` for the open ones.")
+    @strawberry.field(
+        description="Emergency grants, newest first; `active` for the open ones.",
+        metadata=listing(list_emergency_grants),
+    )
     async def emergency_grants(
         self,
         info: Info,
@@ -162,9 +197,7 @@ class AccessQuery:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[EmergencyGrantType]:
-        statement = grants.list_statement(active_at=utcnow() if active else None)
-        statement = info.context.access.rows(statement, models.EmergencyGrant)
-        listed = Listing(models.EmergencyGrant, statement, GRANT_KEY, SortDirection.DESC)
+        listed = await list_emergency_grants(info.context, active)
         return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from hub import models
 from hub.api.audit import note_sensitive_inputs
-from hub.api.compiled.shapes import listing
+from hub.api.compiled.shapes import listing, lookup_of
 from hub.api.context import Context, Info
 from hub.api.filters import (
     EventFilter,
@@ -25,7 +25,16 @@ from hub.api.filters import (
     resident_filter,
 )
 from hub.api.ids import parse_global_id, pk_of
-from hub.api.types.common import Connection, Listing, Node, SortDirection, paginate
+from hub.api.types.common import (
+    Connection,
+    Listing,
+    Lookup,
+    Node,
+    SortDirection,
+    fetch,
+    lookup,
+    paginate,
+)
 from hub.api.types.events import EventType
 from hub.api.types.feedback import FeedbackType
 from hub.api.types.notices import NoticeType
@@ -52,16 +61,6 @@ NODE_MODELS: dict[str, type[Any]] = {
     "Feedback": models.Feedback,
     "EmergencyGrant": models.EmergencyGrant,
 }
-
-
-async def fetch_one(info: Info, model: type[Any], condition: Any, what: str) -> Any:
-    """One row through the viewer's scope; out of scope is NOT_FOUND, exactly like missing."""
-    statement = info.context.access.rows(select(model).where(condition), model)
-    async with info.context.db.reader() as session:
-        row = await session.scalar(statement)
-    if row is None:
-        raise NotFound(f"{what} not found")
-    return row
 
 
 def one_lookup(**given: object) -> None:
@@ -282,6 +281,60 @@ async def list_feedback(context: Context, filter: FeedbackFilter | None = None) 
     return Listing(models.Feedback, statement, ID_ONLY["feedback"])
 
 
+# --- lookups ----------------------------------------------------------------------------------
+# One builder per lookup field: the row it names, in the viewer's scope. The resolvers below
+# fetch it; compiled execution (hub.api.compiled) reads the same Lookup.
+
+
+def find_grid(context: Context, id: strawberry.ID | None = None, code: str | None = None) -> Lookup:
+    one_lookup(id=id, code=code)
+    condition = models.Grid.id == pk_of(id, "Grid") if id is not None else models.Grid.code == code
+    return lookup(context, models.Grid, condition, "grid")
+
+
+def find_department(context: Context, code: str) -> Lookup:
+    return lookup(context, models.Department, models.Department.code == code, "department")
+
+
+def find_member(context: Context, id: strawberry.ID) -> Lookup:
+    return lookup(context, models.Member, models.Member.id == pk_of(id, "Member"), "member")
+
+
+def find_resident(context: Context, id: strawberry.ID) -> Lookup:
+    condition = models.Resident.id == pk_of(id, "Resident")
+    return lookup(context, models.Resident, condition, "resident")
+
+
+def find_event(
+    context: Context, id: strawberry.ID | None = None, code: str | None = None
+) -> Lookup:
+    one_lookup(id=id, code=code)
+    condition = (
+        models.Event.id == pk_of(id, "Event") if id is not None else models.Event.code == code
+    )
+    return lookup(context, models.Event, condition, "event")
+
+
+def find_notice(context: Context, id: strawberry.ID) -> Lookup:
+    return lookup(context, models.Notice, models.Notice.id == pk_of(id, "Notice"), "notice")
+
+
+def find_feedback(
+    context: Context, id: strawberry.ID | None = None, tracking_code: str | None = None
+) -> Lookup:
+    one_lookup(id=id, tracking_code=tracking_code)
+    if id is not None:
+        condition = models.Feedback.id == pk_of(id, "Feedback")
+        return lookup(context, models.Feedback, condition, "feedback")
+    condition = models.Feedback.tracking_code == feedback.normalise_tracking_code(
+        tracking_code or ""
+    )
+    if context.access.tracks(models.Feedback):
+        # The code is the capability (50 random bits): whoever holds it follows the item.
+        return Lookup(models.Feedback, select(models.Feedback).where(condition), "feedback")
+    return lookup(context, models.Feedback, condition, "feedback")
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="Any object by its global id.")
@@ -290,18 +343,16 @@ class Query:
         model = NODE_MODELS.get(type_name)
         if model is None:
             raise NotFound("object not found")
-        return await fetch_one(info, model, model.id == pk, type_name.lower())
+        return await fetch(
+            info.context, lookup(info.context, model, model.id == pk, type_name.lower())
+        )
 
     # grids
-    @strawberry.field(description="A grid by id or code.")
+    @strawberry.field(description="A grid by id or code.", metadata=lookup_of(find_grid))
     async def grid(
         self, info: Info, id: strawberry.ID | None = None, code: str | None = None
     ) -> GridType | None:
-        one_lookup(id=id, code=code)
-        condition = (
-            models.Grid.id == pk_of(id, "Grid") if id is not None else models.Grid.code == code
-        )
-        return await fetch_one(info, models.Grid, condition, "grid")
+        return await fetch(info.context, find_grid(info.context, id=id, code=code))
 
     @strawberry.field(metadata=listing(list_grids))
     async def grids(
@@ -318,10 +369,9 @@ class Query:
         return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # departments and members
-    @strawberry.field
+    @strawberry.field(metadata=lookup_of(find_department))
     async def department(self, info: Info, code: str) -> DepartmentType | None:
-        condition = models.Department.code == code
-        return await fetch_one(info, models.Department, condition, "department")
+        return await fetch(info.context, find_department(info.context, code=code))
 
     @strawberry.field(metadata=listing(list_departments))
     async def departments(
@@ -335,10 +385,9 @@ class Query:
         listed = await list_departments(info.context)
         return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
-    @strawberry.field
+    @strawberry.field(metadata=lookup_of(find_member))
     async def member(self, info: Info, id: strawberry.ID) -> MemberType | None:
-        condition = models.Member.id == pk_of(id, "Member")
-        return await fetch_one(info, models.Member, condition, "member")
+        return await fetch(info.context, find_member(info.context, id=id))
 
     @strawberry.field(metadata=listing(list_members))
     async def members(
@@ -354,10 +403,9 @@ class Query:
         return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # residents
-    @strawberry.field
+    @strawberry.field(metadata=lookup_of(find_resident))
     async def resident(self, info: Info, id: strawberry.ID) -> ResidentType | None:
-        condition = models.Resident.id == pk_of(id, "Resident")
-        return await fetch_one(info, models.Resident, condition, "resident")
+        return await fetch(info.context, find_resident(info.context, id=id))
 
     @strawberry.field(metadata=listing(list_residents))
     async def residents(
@@ -374,15 +422,11 @@ class Query:
         return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # events
-    @strawberry.field(description="An event by id or code.")
+    @strawberry.field(description="An event by id or code.", metadata=lookup_of(find_event))
     async def event(
         self, info: Info, id: strawberry.ID | None = None, code: str | None = None
     ) -> EventType | None:
-        one_lookup(id=id, code=code)
-        condition = (
-            models.Event.id == pk_of(id, "Event") if id is not None else models.Event.code == code
-        )
-        return await fetch_one(info, models.Event, condition, "event")
+        return await fetch(info.context, find_event(info.context, id=id, code=code))
 
     @strawberry.field(metadata=listing(list_events))
     async def events(
@@ -399,10 +443,9 @@ class Query:
         return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # notices
-    @strawberry.field
+    @strawberry.field(metadata=lookup_of(find_notice))
     async def notice(self, info: Info, id: strawberry.ID) -> NoticeType | None:
-        condition = models.Notice.id == pk_of(id, "Notice")
-        return await fetch_one(info, models.Notice, condition, "notice")
+        return await fetch(info.context, find_notice(info.context, id=id))
 
     @strawberry.field(metadata=listing(list_notices))
     async def notices(
@@ -419,25 +462,14 @@ class Query:
         return await paginate(info, listed, first=first, after=after, last=last, before=before)
 
     # feedback
-    @strawberry.field(description="A feedback item by id or tracking code.")
+    @strawberry.field(
+        description="A feedback item by id or tracking code.", metadata=lookup_of(find_feedback)
+    )
     async def feedback(
         self, info: Info, id: strawberry.ID | None = None, tracking_code: str | None = None
     ) -> FeedbackType | None:
-        one_lookup(id=id, tracking_code=tracking_code)
-        if id is not None:
-            condition = models.Feedback.id == pk_of(id, "Feedback")
-            return await fetch_one(info, models.Feedback, condition, "feedback")
-        condition = models.Feedback.tracking_code == feedback.normalise_tracking_code(
-            tracking_code or ""
-        )
-        if info.context.access.tracks(models.Feedback):
-            # The code is the capability (50 random bits): whoever holds it follows the item.
-            async with info.context.db.reader() as session:
-                found = await session.scalar(select(models.Feedback).where(condition))
-            if found is None:
-                raise NotFound("feedback not found")
-            return found  # type: ignore[return-value]
-        return await fetch_one(info, models.Feedback, condition, "feedback")
+        found = find_feedback(info.context, id=id, tracking_code=tracking_code)
+        return await fetch(info.context, found)
 
     @strawberry.field(metadata=listing(list_feedback))
     async def feedback_list(

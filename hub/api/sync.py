@@ -15,7 +15,8 @@ import strawberry
 from sqlalchemy import Select, select
 
 from hub import models
-from hub.api.context import Info
+from hub.api.compiled.shapes import listing
+from hub.api.context import Context, Info
 from hub.api.ids import pk_of
 from hub.api.types.common import Connection, Listing, SortDirection, paginate
 from hub.api.types.sync import (
@@ -51,26 +52,49 @@ def deliveries_statement(
     return statement
 
 
-async def _page(
-    info: Info,
-    statement: Select[Any],
-    model: type[Any],
-    key: SortKey,
-    *,
-    first: int | None,
-    after: str | None,
-    direction: SortDirection,
-) -> Connection[Any]:
+def _listing(context: Context, statement: Select[Any], model: type[Any], key: SortKey) -> Listing:
     # The services order their statements for the CLI; the page orders by its key itself.
-    scoped = info.context.access.rows(statement.order_by(None), model)
-    listed = Listing(model, scoped, key, direction)
-    return await paginate(info, listed, first=first, after=after, last=None, before=None)
+    scoped = context.access.rows(statement.order_by(None), model)
+    direction = SortDirection.ASC if model is models.SyncQuarantine else SortDirection.DESC
+    return Listing(model, scoped, key, direction)
+
+
+# The lists, as Listing builders (hub.api.queries): newest first, the quarantine oldest first.
+
+
+async def list_sync_runs(context: Context, connector: str | None = None) -> Listing:
+    statement = sync.runs_statement(connector=connector)
+    return _listing(context, statement, models.SyncRun, RUN_KEY)
+
+
+async def list_sync_quarantine(
+    context: Context,
+    connector: str | None = None,
+    status: QuarantineStatus | None = QuarantineStatus.OPEN,
+) -> Listing:
+    statement = sync.quarantine_statement(
+        connector=connector, status=status.value if status is not None else None
+    )
+    return _listing(context, statement, models.SyncQuarantine, QUARANTINE_KEY)
+
+
+async def list_sync_conflicts(context: Context, connector: str | None = None) -> Listing:
+    statement = sync.conflicts_statement(connector=connector)
+    return _listing(context, statement, models.SyncConflict, CONFLICT_KEY)
+
+
+async def list_webhook_deliveries(
+    context: Context, subscription: str | None = None, status: str | None = None
+) -> Listing:
+    statement = deliveries_statement(subscription=subscription, status=status)
+    return _listing(context, statement, models.WebhookDelivery, DELIVERY_KEY)
 
 
 @strawberry.type
 class SyncQuery:
     @strawberry.field(
-        description="Connector runs, newest first. Start one with `gridhub sync run NAME`."
+        description="Connector runs, newest first. Start one with `gridhub sync run NAME`.",
+        metadata=listing(list_sync_runs),
     )
     async def sync_runs(
         self,
@@ -79,20 +103,14 @@ class SyncQuery:
         first: int | None = DEFAULT_PAGE,
         after: str | None = None,
     ) -> Connection[SyncRunType]:
-        return await _page(
-            info,
-            sync.runs_statement(connector=connector),
-            models.SyncRun,
-            RUN_KEY,
-            first=first,
-            after=after,
-            direction=SortDirection.DESC,
-        )
+        listed = await list_sync_runs(info.context, connector)
+        return await paginate(info, listed, first=first, after=after, last=None, before=None)
 
     @strawberry.field(
         description="Quarantined records, oldest first; `status: null` for all of them. "
         "Replay the open ones with "
-        "`gridhub sync replay NAME`; discard one with `discardQuarantined`."
+        "`gridhub sync replay NAME`; discard one with `discardQuarantined`.",
+        metadata=listing(list_sync_quarantine),
     )
     async def sync_quarantine(
         self,
@@ -102,19 +120,13 @@ class SyncQuery:
         first: int | None = DEFAULT_PAGE,
         after: str | None = None,
     ) -> Connection[SyncQuarantineItemType]:
-        return await _page(
-            info,
-            sync.quarantine_statement(
-                connector=connector, status=status.value if status is not None else None
-            ),
-            models.SyncQuarantine,
-            QUARANTINE_KEY,
-            first=first,
-            after=after,
-            direction=SortDirection.ASC,
-        )
+        listed = await list_sync_quarantine(info.context, connector, status)
+        return await paginate(info, listed, first=first, after=after, last=None, before=None)
 
-    @strawberry.field(description="Conflicts the connectors decided, newest first.")
+    @strawberry.field(
+        description="Conflicts the connectors decided, newest first.",
+        metadata=listing(list_sync_conflicts),
+    )
     async def sync_conflicts(
         self,
         info: Info,
@@ -122,18 +134,12 @@ class SyncQuery:
         first: int | None = DEFAULT_PAGE,
         after: str | None = None,
     ) -> Connection[SyncConflictType]:
-        return await _page(
-            info,
-            sync.conflicts_statement(connector=connector),
-            models.SyncConflict,
-            CONFLICT_KEY,
-            first=first,
-            after=after,
-            direction=SortDirection.DESC,
-        )
+        listed = await list_sync_conflicts(info.context, connector)
+        return await paginate(info, listed, first=first, after=after, last=None, before=None)
 
     @strawberry.field(
-        description="Webhook deliveries, newest first; `status` is pending, delivered or dead."
+        description="Webhook deliveries, newest first; `status` is pending, delivered or dead.",
+        metadata=listing(list_webhook_deliveries),
     )
     async def webhook_deliveries(
         self,
@@ -143,15 +149,8 @@ class SyncQuery:
         first: int | None = DEFAULT_PAGE,
         after: str | None = None,
     ) -> Connection[WebhookDeliveryType]:
-        return await _page(
-            info,
-            deliveries_statement(subscription=subscription, status=status),
-            models.WebhookDelivery,
-            DELIVERY_KEY,
-            first=first,
-            after=after,
-            direction=SortDirection.DESC,
-        )
+        listed = await list_webhook_deliveries(info.context, subscription, status)
+        return await paginate(info, listed, first=first, after=after, last=None, before=None)
 
 
 @strawberry.type

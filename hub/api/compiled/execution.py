@@ -42,8 +42,8 @@ from graphql.pyutils import AwaitableOrValue
 from graphql.utilities import get_operation_ast
 from strawberry.utils.await_maybe import await_maybe
 
-from hub.api.compiled.plan import NotCompilable, Plan, compile_plan, fragments_of
-from hub.api.compiled.run import Fallback, run_plan
+from hub.api.compiled.plan import Delegated, NotCompilable, Plan, compile_plan, fragments_of
+from hub.api.compiled.run import Delegate, Fallback, run_plan
 from hub.api.errors import describe
 from hub.errors import GridHubError
 
@@ -89,11 +89,13 @@ class PlanCache:
 @dataclass
 class Counts:
     """Operations answered from a cached plan (hits), from a plan compiled for them (misses),
-    and left to the normal executor, by reason (fallbacks)."""
+    and left to the normal executor, by reason (fallbacks); and the root fields of answered
+    operations that graphql-core executed on the plan's behalf, by reason (delegated)."""
 
     hits: int = 0
     misses: int = 0
     fallbacks: Counter[str] = field(default_factory=Counter)
+    delegated: Counter[str] = field(default_factory=Counter)
 
 
 class CompiledQueries:
@@ -109,10 +111,12 @@ class CompiledQueries:
         operation_name: str | None,
         raw_variables: dict[str, Any] | None,
         context: Context,
+        delegate: Delegate,
     ) -> GraphQLExecutionResult | None:
-        """The result, or None when the normal executor must run (the reason is counted)."""
+        """The result, or None when the normal executor must run (the reason is counted).
+        `delegate` runs graphql-core on a document of the root fields a plan leaves to it."""
         reason, result = await self._execute(
-            schema, document, operation_name, raw_variables or {}, context
+            schema, document, operation_name, raw_variables or {}, context, delegate
         )
         if reason is not None:
             self.counts.fallbacks[reason] += 1
@@ -125,6 +129,7 @@ class CompiledQueries:
         operation_name: str | None,
         raw_variables: dict[str, Any],
         context: Context,
+        delegate: Delegate,
     ) -> tuple[str | None, GraphQLExecutionResult | None]:
         operation = get_operation_ast(document, operation_name)
         if operation is None:
@@ -151,7 +156,7 @@ class CompiledQueries:
             return entry.reason, None
         strawberry_schema = schema._strawberry_schema  # type: ignore[attr-defined]
         try:
-            data, reads = await run_plan(entry, context, strawberry_schema, variables)
+            data, reads = await run_plan(entry, context, strawberry_schema, variables, delegate)
         except Fallback as fallback:
             return f"rows: {fallback.reason}", None
         except (GridHubError, GraphQLError) as refused:
@@ -164,6 +169,9 @@ class CompiledQueries:
             )
             return f"unexpected: {type(unexpected).__name__}", None
         context.reads.update(reads)
+        self.counts.delegated.update(
+            root.reason for _, root in entry.roots if isinstance(root, Delegated)
+        )
         if cached:
             self.counts.hits += 1
         else:
@@ -186,12 +194,19 @@ def execute(
 async def _compiled_or_normal(
     compiled: CompiledQueries, schema: GraphQLSchema, document: DocumentNode, kwargs: Any
 ) -> GraphQLExecutionResult:
+    async def delegate(part: DocumentNode) -> GraphQLExecutionResult:
+        # The same call strawberry makes (middleware and all), for part of the operation.
+        return cast(
+            GraphQLExecutionResult, await await_maybe(graphql_execute(schema, part, **kwargs))
+        )
+
     result = await compiled.execute(
         schema,
         document,
         kwargs.get("operation_name"),
         kwargs.get("variable_values"),
         kwargs["context_value"],
+        delegate,
     )
     if result is not None:
         return result

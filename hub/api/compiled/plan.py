@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, cast
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     GraphQLEnumType,
     GraphQLField,
@@ -33,6 +34,7 @@ from graphql import (
     ObjectValueNode,
     OperationDefinitionNode,
     OperationType,
+    SelectionSetNode,
     ValueNode,
     VariableNode,
     get_named_type,
@@ -51,6 +53,7 @@ from hub.api.compiled.shapes import (
     FirstOf,
     GlobalId,
     ListOf,
+    LookupOf,
     Reads,
     ToMany,
     ToOne,
@@ -114,6 +117,7 @@ class LeafList:
     computed: Argued | None = None
     loader: str | None = None
     audit: str | None = None
+    column: str | None = None  # a list held in one column (JSON)
 
 
 @dataclass(slots=True)
@@ -248,7 +252,30 @@ class ListPlan:
         )
 
 
-RootStep = ListPlan | Typename
+@dataclass(slots=True)
+class LookupPlan:
+    """A root lookup field: its builder, and the plan of the one row it names."""
+
+    field: Argued
+    builder: Callable[..., Any]
+    model: type[Any]
+    plan: ObjectPlan
+    literal: bool = False
+    arguments: dict[str, Any] | None = None
+
+    def node_plans(self) -> list[ObjectPlan]:
+        return [self.plan]
+
+
+@dataclass(slots=True)
+class Delegated:
+    """A root field the compiler does not answer: graphql-core executes it, on its own, in
+    `Plan.delegated` (root fields of a query are independent of each other)."""
+
+    reason: str
+
+
+RootStep = ListPlan | LookupPlan | Typename | Delegated
 
 
 @dataclass(slots=True)
@@ -257,6 +284,9 @@ class Plan:
     # Per model, every column any related row of it is read for: rows read by id are read once
     # per run with all of them (a grid, its parent and a resident's grid are one batch).
     related_columns: dict[type[Any], tuple[str, ...]] = field(default_factory=dict)
+    # The delegated root fields as a document of their own (the operation's variables and the
+    # document's fragments with them), for graphql-core; None when every root compiled.
+    delegated: DocumentNode | None = None
 
 
 def _nested(plan: ObjectPlan) -> Iterator[tuple[ObjectPlan, bool]]:
@@ -278,7 +308,7 @@ def _nested(plan: ObjectPlan) -> Iterator[tuple[ObjectPlan, bool]]:
 def _related_columns(roots: list[tuple[str, RootStep]]) -> dict[type[Any], tuple[str, ...]]:
     wanted: dict[type[Any], set[str]] = {}
     for _, root in roots:
-        if not isinstance(root, ListPlan):
+        if isinstance(root, Typename | Delegated):
             continue
         for node_plan in root.node_plans():
             for plan, by_id in _nested(node_plan):
@@ -339,9 +369,30 @@ class _Compiler:
         if collected.new_defer_usages:
             raise NotCompilable("@defer")
         roots: list[tuple[str, RootStep]] = []
+        delegated: list[FieldNode] = []
         for key, details in collected.grouped_field_set.items():
-            roots.append((key, self._root(query, details)))
-        return Plan(roots, _related_columns(roots))
+            try:
+                roots.append((key, self._root(query, details)))
+            except NotCompilable as refused:
+                roots.append((key, Delegated(refused.reason)))
+                delegated += [detail.node for detail in details]
+        reasons = [root.reason for _, root in roots if isinstance(root, Delegated)]
+        if reasons and all(isinstance(root, Delegated | Typename) for _, root in roots):
+            raise NotCompilable(reasons[0])  # nothing left to compile: all to graphql-core
+        return Plan(roots, _related_columns(roots), self._document(delegated) if reasons else None)
+
+    def _document(self, fields: list[FieldNode]) -> DocumentNode:
+        """An operation of the delegated root fields alone. Their @skip/@include were decided
+        for the variables this plan is for, and the plan key holds those values."""
+        operation = OperationDefinitionNode(
+            operation=OperationType.QUERY,
+            name=self.operation.name,
+            variable_definitions=self.operation.variable_definitions,
+            directives=(),
+            selection_set=SelectionSetNode(selections=tuple(fields)),
+        )
+        fragments = tuple(detail.definition for detail in self.fragments.values())
+        return DocumentNode(definitions=(operation, *fragments))
 
     def _root(self, query: GraphQLObjectType, details: list[FieldDetails]) -> RootStep:
         name = details[0].node.name.value
@@ -352,9 +403,11 @@ class _Compiler:
         definition = query.fields[name]
         strawberry_field = _strawberry_field(definition)
         shape = shape_of(strawberry_field.metadata) if strawberry_field else None
-        if not isinstance(shape, ListOf) or strawberry_field is None:
-            raise NotCompilable(f"field Query.{name}")
-        return self._list(definition, strawberry_field, shape, details)
+        if isinstance(shape, ListOf) and strawberry_field is not None:
+            return self._list(definition, strawberry_field, shape, details)
+        if isinstance(shape, LookupOf) and strawberry_field is not None:
+            return self._lookup(definition, strawberry_field, shape, details)
+        raise NotCompilable(f"field Query.{name}")
 
     def _subfields(
         self, type_: GraphQLObjectType, details: list[FieldDetails]
@@ -400,6 +453,22 @@ class _Compiler:
         literal = not any(_has_variable(a.value) for a in details[0].node.arguments or ())
         return ListPlan(argued, shape.builder, model, parts, connection.name, literal)
 
+    def _lookup(
+        self,
+        definition: GraphQLField,
+        strawberry_field: StrawberryField,
+        shape: LookupOf,
+        details: list[FieldDetails],
+    ) -> LookupPlan:
+        found = get_named_type(definition.type)
+        model = SCOPED_TYPES.get(found.name)
+        if model is None or not isinstance(found, GraphQLObjectType):
+            raise NotCompilable(f"field Query.{details[0].node.name.value}")
+        argued = Argued(definition, details[0].node, strawberry_field)
+        literal = not any(_has_variable(a.value) for a in details[0].node.arguments or ())
+        plan = self._object(found, details, model)
+        return LookupPlan(argued, shape.builder, model, plan, literal)
+
     def _page_info(self, definition: GraphQLField, details: list[FieldDetails]) -> PageInfoPlan:
         page_info = get_named_type(definition.type)
         assert isinstance(page_info, GraphQLObjectType)
@@ -433,7 +502,7 @@ class _Compiler:
         self, type_: GraphQLObjectType, details: list[FieldDetails], model: type[Any] | None
     ) -> ObjectPlan:
         plan = ObjectPlan(type_.name, model)
-        if model is not None:
+        if model is not None and _has_column(model, ID):
             plan.columns.add(ID)
         for key, fields in self._subfields(type_, details).items():
             name = fields[0].node.name.value
@@ -459,6 +528,14 @@ class _Compiler:
         if shape is None and field.strawberry.base_resolver is None:
             attribute = field.strawberry.python_name
             self._needs(plan, field.key, attribute)
+            if field.lists == 1 and field.serialize is not None and field.mask is None:
+                return LeafList(
+                    field.serialize,
+                    field.non_null,
+                    field.items_non_null,
+                    audit=field.audit,
+                    column=attribute,
+                )
             return field.leaf(attribute)
         if isinstance(shape, GlobalId):
             plan.columns.add(ID)

@@ -13,14 +13,15 @@ which produces the error and null bubbling exactly as graphql-core does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
-from graphql import GraphQLEnumType
+from graphql import DocumentNode, GraphQLEnumType
+from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.execution.values import VariableValues, get_argument_values
 from graphql.type.scalars import serialize_boolean, serialize_id, serialize_string
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -37,6 +38,7 @@ from hub.api.compiled.plan import (
     Leaf,
     LeafList,
     ListPlan,
+    LookupPlan,
     Many,
     ObjectPlan,
     Option,
@@ -49,7 +51,7 @@ from hub.api.compiled.plan import (
 )
 from hub.api.loaders import Loaders, by_id
 from hub.api.roles import shown_masked
-from hub.api.types.common import Listing, page_sizes
+from hub.api.types.common import Listing, Lookup, page_sizes
 from hub.authz.reads import ReadLog
 
 if TYPE_CHECKING:
@@ -126,45 +128,87 @@ def arguments(argued: Argued, schema: Schema, variables: VariableValues) -> dict
     )
 
 
+Delegate = Callable[[DocumentNode], Awaitable[GraphQLExecutionResult]]
+
+
 async def run_plan(
-    plan: Plan, context: Context, schema: Schema, variables: VariableValues
+    plan: Plan, context: Context, schema: Schema, variables: VariableValues, delegate: Delegate
 ) -> tuple[dict[str, Any], ReadLog]:
-    """The response's `data`, and what it read of the sensitive fields."""
+    """The response's `data`, and what it read of the sensitive fields. `delegate` executes
+    the plan's delegated root fields with graphql-core, as the normal executor would."""
     # The builders resolve filter codes through sessions of their own: before the run's.
-    listings: dict[str, tuple[Listing, pagination.PageRequest]] = {}
+    built: dict[str, Any] = {}
     for key, root in plan.roots:
         if isinstance(root, ListPlan):
-            listings[key] = await _listing(root, context, schema, variables)
-    if not listings:  # nothing to read: no session, and no await that could yield
-        return {key: root.name for key, root in plan.roots if isinstance(root, Typename)}, ReadLog()
-    data: dict[str, Any] = {}
-    async with context.db.connection() as connection:
-        run = Run(context, schema, variables, connection, plan)
-        try:
-            for key, root in plan.roots:
-                if isinstance(root, Typename):
-                    data[key] = root.name
-                else:
-                    data[key] = await _connection(root, *listings[key], run)
-        finally:
-            await run.close()
-    return data, run.reads
+            built[key] = await _listing(root, context, schema, variables)
+        elif isinstance(root, LookupPlan):
+            built[key] = root.builder(context, **_given(root, schema, variables))
+    answered: dict[str, Any] = {}
+    run = None
+    if built:  # else nothing to read: no connection, and no await that could yield
+        async with context.db.connection() as connection:
+            run = Run(context, schema, variables, connection, plan)
+            try:
+                for key, root in plan.roots:
+                    if isinstance(root, ListPlan):
+                        listing, request = built[key]
+                        answered[key] = await _connection(root, listing, request, run)
+                    elif isinstance(root, LookupPlan):
+                        answered[key] = await _found(root, built[key], run)
+            finally:
+                await run.close()
+    if plan.delegated is not None:
+        answered.update(await _delegated(plan.delegated, delegate))
+    data = {
+        key: root.name if isinstance(root, Typename) else answered[key] for key, root in plan.roots
+    }
+    return data, run.reads if run is not None else ReadLog()
+
+
+async def _delegated(document: DocumentNode, delegate: Delegate) -> dict[str, Any]:
+    """What graphql-core answers for the root fields the plan leaves to it. An error there
+    (with its path and null bubbling) is the normal executor's to report, for the whole
+    operation."""
+    result = await delegate(document)
+    if result.errors or result.data is None:
+        raise Fallback("a delegated root field failed")
+    return result.data
+
+
+def _given(
+    plan: ListPlan | LookupPlan, schema: Schema, variables: VariableValues
+) -> dict[str, Any]:
+    """The root field's arguments, as its resolver gets them: converted once per plan when
+    they are all literals."""
+    if plan.arguments is not None:
+        return dict(plan.arguments)
+    given = arguments(plan.field, schema, variables)
+    if plan.literal:
+        plan.arguments = dict(given)
+    return given
 
 
 async def _listing(
     plan: ListPlan, context: Context, schema: Schema, variables: VariableValues
 ) -> tuple[Listing, pagination.PageRequest]:
-    if plan.arguments is not None:
-        given = dict(plan.arguments)
-    else:
-        given = arguments(plan.field, schema, variables)
-        if plan.literal:
-            plan.arguments = dict(given)
+    given = _given(plan, schema, variables)
     paging = {name: given.pop(name, None) for name in PAGE_ARGUMENTS}
     listing: Listing = await plan.builder(context, **given)
     if listing.model is not plan.model:
         raise Fallback(f"{plan.type_name} lists {listing.model.__name__}")
     return listing, listing.page_request(**paging)
+
+
+async def _found(plan: LookupPlan, found: Lookup, run: Run) -> dict[str, Any]:
+    """The one row a lookup names, or the lookup's NOT_FOUND (the normal executor then
+    answers with it, in its place)."""
+    names = sorted(plan.plan.columns)
+    columns = (getattr(found.model, name) for name in names)
+    rows = await run.rows(found.statement.with_only_columns(*columns).limit(1))
+    if not rows:
+        raise found.not_found()
+    build = await prepare(plan.plan, rows, run, by_position(names))
+    return build(rows[0])
 
 
 async def _connection(
@@ -262,7 +306,7 @@ async def prepare(
     here too, for all of them at once."""
     audited = [audit for _, step in plan.steps if (audit := getattr(step, "audit", None))]
     if audited and sources:
-        row_id = read(ID) if plan.model is not None else _id_if_any
+        row_id = read(ID) if ID in plan.columns else _id_if_any
         run.reads.add_rows(plan.type_name, audited, map(row_id, sources))
     values = [(key, await _prepare(step, sources, run, read)) for key, step in plan.steps]
 
@@ -465,8 +509,10 @@ async def _computed(step: Computed, run: Run) -> Build:
 
 
 async def _leaf_list(step: LeafList, sources: Sequence[Any], run: Run, read: Reader) -> Build:
-    if step.computed is not None:
-        items_of: Build = _call(step.computed, run)
+    if step.column is not None:
+        items_of: Build = read(step.column)
+    elif step.computed is not None:
+        items_of = _call(step.computed, run)
     else:
         assert step.loader is not None
         items_of = await _loaded(step.loader, sources, run, read)

@@ -12,6 +12,7 @@ must know what each resolver does with its row. A field says so in its strawberr
 - `wraps("reporter_system", ExternalSystem, "name")`: an object built from one column's value;
 - `to_many("resident_tags")`: the list the named `Loaders` DataLoader returns for the row's id;
 - `listing(builder)`: a root list field whose rows `builder` selects (hub.api.types.common.Listing);
+- `lookup_of(builder)`: a root lookup field whose one row `builder` names (....common.Lookup);
 - `global_id()`: the Node id of the row, as `to_global_id` writes it.
 
 A field with a resolver and none of these is not compiled: a query that selects it runs on the
@@ -63,11 +64,16 @@ class ListOf:
 
 
 @dataclass(frozen=True, slots=True)
+class LookupOf:
+    builder: Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
 class GlobalId:
     pass
 
 
-Shape = Reads | ToOne | Wraps | FirstOf | ToMany | ListOf | GlobalId
+Shape = Reads | ToOne | Wraps | FirstOf | ToMany | ListOf | LookupOf | GlobalId
 
 
 def reads(*columns: str) -> dict[str, Shape]:
@@ -97,6 +103,10 @@ def to_many(loader: str) -> dict[str, Shape]:
 
 def listing(builder: Callable[..., Any]) -> dict[str, Shape]:
     return {KEY: ListOf(builder)}
+
+
+def lookup_of(builder: Callable[..., Any]) -> dict[str, Shape]:
+    return {KEY: LookupOf(builder)}
 
 
 def global_id() -> dict[str, Shape]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import strawberry
 
 from hub.api.compiled.execution import CompiledQueries
 from hub.api.context import Info
 
 
-@strawberry.type(description="How often the operations that fell back did, by reason.")
+@strawberry.type(
+    description="How many operations (or root fields) went to the normal executor, by reason."
+)
 class FallbackCount:
     reason: str = strawberry.field(
         description=(
@@ -36,6 +40,12 @@ class CompiledExecution:
     misses: int
     fallbacks: int
     fallback_reasons: list[FallbackCount] = strawberry.field(description="Most frequent first.")
+    delegated_fields: list[FallbackCount] = strawberry.field(
+        description=(
+            "Root fields of answered operations that the normal executor ran on their own "
+            "(`__type` beside a list, say), by reason; most frequent first."
+        )
+    )
 
 
 def snapshot(compiled: CompiledQueries) -> CompiledExecution:
@@ -47,11 +57,13 @@ def snapshot(compiled: CompiledQueries) -> CompiledExecution:
         hits=counts.hits,
         misses=counts.misses,
         fallbacks=sum(counts.fallbacks.values()),
-        fallback_reasons=[
-            FallbackCount(reason=reason, count=count)
-            for reason, count in counts.fallbacks.most_common()
-        ],
+        fallback_reasons=_counted(counts.fallbacks),
+        delegated_fields=_counted(counts.delegated),
     )
+
+
+def _counted(counter: Counter[str]) -> list[FallbackCount]:
+    return [FallbackCount(reason=reason, count=count) for reason, count in counter.most_common()]
 
 
 @strawberry.type

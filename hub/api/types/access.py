@@ -10,6 +10,7 @@ from strawberry import Parent
 from strawberry.scalars import JSON
 
 from hub import models
+from hub.api.compiled.shapes import reads
 from hub.api.types.common import Node
 from hub.db import utcnow
 
@@ -45,7 +46,7 @@ class AuditRecordType:
     hash: str
     prev_hash: str
 
-    @strawberry.field
+    @strawberry.field(metadata=reads("detail"))
     @staticmethod
     def detail(root: Parent[models.AuditRecord]) -> JSON:
         return cast(JSON, root.detail)
@@ -80,7 +81,9 @@ class EmergencyGrantType(Node):
     expires_at: datetime
     closed_at: datetime | None
 
-    @strawberry.field(description="Neither closed nor expired.")
+    @strawberry.field(
+        description="Neither closed nor expired.", metadata=reads("closed_at", "expires_at")
+    )
     @staticmethod
     def active(root: Parent[models.EmergencyGrant]) -> bool:
         return root.closed_at is None and root.expires_at > utcnow()

@@ -5,13 +5,14 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 import strawberry
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 
 from hub import pagination
 from hub.api.compiled.shapes import global_id
-from hub.api.context import Info
+from hub.api.context import Context, Info
 from hub.api.ids import to_global_id
 from hub.config import Limits
+from hub.errors import NotFound
 from hub.events.geo import wgs84_to_gcj02
 
 T = TypeVar("T")
@@ -122,6 +123,35 @@ class Listing:
             before=before,
             descending=self.direction is SortDirection.DESC,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What a lookup field reads: the one row of `model` that `statement` finds, in the
+    viewer's row scope (or, for a feedback tracking code, by the code alone). The lookup
+    resolvers fetch it; compiled execution selects only the columns a query asks for."""
+
+    model: type[Any]
+    statement: Select[Any]
+    what: str  # "event": named in the NOT_FOUND error
+
+    def not_found(self) -> NotFound:
+        # Out of scope reads exactly like missing.
+        return NotFound(f"{self.what} not found")
+
+
+def lookup(context: Context, model: type[Any], condition: Any, what: str) -> Lookup:
+    """The row of `model` that `condition` names, through the viewer's row scope."""
+    return Lookup(model, context.access.rows(select(model).where(condition), model), what)
+
+
+async def fetch(context: Context, found: Lookup) -> Any:
+    """The row a lookup names; out of scope is NOT_FOUND, exactly like missing."""
+    async with context.db.reader() as session:
+        row = await session.scalar(found.statement)
+    if row is None:
+        raise found.not_found()
+    return row
 
 
 def page_sizes(limits: Limits) -> dict[str, int]:

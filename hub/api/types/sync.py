@@ -14,6 +14,7 @@ from strawberry import Parent
 from strawberry.scalars import JSON
 
 from hub import models
+from hub.api.compiled.shapes import global_id, reads
 from hub.api.ids import to_global_id
 
 
@@ -77,7 +78,7 @@ def _event_id(root: Parent[models.WebhookDelivery]) -> strawberry.ID:
 
 @strawberry.type(name="SyncRun", description="One run of one connector, and what it did.")
 class SyncRunType:
-    id: strawberry.ID = strawberry.field(resolver=_run_id)
+    id: strawberry.ID = strawberry.field(resolver=_run_id, metadata=global_id())
     connector: str
     trigger: str = strawberry.field(description="cli, schedule or replay (`gridhub sync`).")
     status: str = strawberry.field(
@@ -96,7 +97,9 @@ class SyncRunType:
     quarantined: int
     conflicts: int
     faults: JSON = strawberry.field(
-        resolver=_faults, description='What the source did wrong, by kind: {"http_429": 2}.'
+        resolver=_faults,
+        description='What the source did wrong, by kind: {"http_429": 2}.',
+        metadata=reads("faults"),
     )
     error: str | None
 
@@ -107,19 +110,21 @@ class SyncRunType:
     "open items with `gridhub sync replay NAME`; discard one with `discardQuarantined`.",
 )
 class SyncQuarantineItemType:
-    id: strawberry.ID = strawberry.field(resolver=_item_id)
+    id: strawberry.ID = strawberry.field(resolver=_item_id, metadata=global_id())
     connector: str
     run_id: strawberry.ID = strawberry.field(
-        resolver=_item_run_id, description="The run that quarantined it."
+        resolver=_item_run_id, description="The run that quarantined it.", metadata=reads("run_id")
     )
     external_id: str | None
     position: str = strawberry.field(description='Where in the source: "line 42".')
     code: str = strawberry.field(description="MAPPING, INVALID, FORBIDDEN_FIELD, MALFORMED...")
     reason: str = strawberry.field(description='Why; once discarded, also "discarded: ...".')
     payload: str = strawberry.field(
-        resolver=_payload, description="The source's own record as JSON text: personal data."
+        resolver=_payload,
+        description="The source's own record as JSON text: personal data.",
+        metadata=reads("payload"),
     )
-    status: QuarantineStatus = strawberry.field(resolver=_item_status)
+    status: QuarantineStatus = strawberry.field(resolver=_item_status, metadata=reads("status"))
     attempts: int
     received_at: datetime
     resolved_at: datetime | None
@@ -131,19 +136,23 @@ class SyncQuarantineItemType:
     "field. Values are not kept, only the decision.",
 )
 class SyncConflictType:
-    id: strawberry.ID = strawberry.field(resolver=_conflict_id)
+    id: strawberry.ID = strawberry.field(resolver=_conflict_id, metadata=global_id())
     connector: str
-    run_id: strawberry.ID = strawberry.field(resolver=_conflict_run_id)
+    run_id: strawberry.ID = strawberry.field(resolver=_conflict_run_id, metadata=reads("run_id"))
     entity: str
     record_id: strawberry.ID | None = strawberry.field(
-        resolver=_record_id, description="The GridHub record's global id."
+        resolver=_record_id,
+        description="The GridHub record's global id.",
+        metadata=reads("record_id", "entity"),
     )
     external_id: str | None
     field: str | None
     kind: str = strawberry.field(description="stale or other_source.")
     kept: str = strawberry.field(description="ours (GridHub's value stayed) or theirs.")
     at: datetime
-    detail: JSON = strawberry.field(resolver=_detail, description="The two source times.")
+    detail: JSON = strawberry.field(
+        resolver=_detail, description="The two source times.", metadata=reads("detail")
+    )
 
 
 @strawberry.type(
@@ -154,7 +163,9 @@ class WebhookDeliveryType:
     delivery_id: str = strawberry.field(description="What the receiver deduplicates by.")
     subscription: str
     change_seq: int
-    event_id: strawberry.ID = strawberry.field(resolver=_event_id, description="The event's id.")
+    event_id: strawberry.ID = strawberry.field(
+        resolver=_event_id, description="The event's id.", metadata=reads("event_id")
+    )
     status: str = strawberry.field(
         description="pending, delivered or dead (gave up after its retries; replayable)."
     )
