@@ -120,7 +120,10 @@ class WSClient:
         ) as ws:
             assert ws.subprotocol == PROTOCOL
             await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-            ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            raw = await asyncio.wait_for(ws.recv(), 10)
+            # graphql-transport-ws speaks in text frames: a browser cannot read binary ones.
+            assert isinstance(raw, str), raw
+            ack = json.loads(raw)
             assert ack["type"] == "connection_ack", ack
             client = cls(ws)
             try:
