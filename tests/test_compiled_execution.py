@@ -194,6 +194,73 @@ class TestFallbacks:
         assert counts(app)[2] == {"rows: null in a non-null field": 1}
 
 
+class TestEdges:
+    """Cases a review found: each answers as the normal executor does."""
+
+    async def test_masks_follow_the_schema_even_when_the_access_is_of_an_older_policy(
+        self,
+        app: Any,
+        normal: Any,
+        settings: Settings,
+        world: World,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A new policy installed between a request's Access and its schema: the plan masks
+        (and notes the read) as the new schema's own resolvers do, not as the old profile."""
+        body = {"query": "{ members(first: 3) { nodes { name } } }"}
+        for application in (app, normal):
+            registry = application.state.registry
+            old = registry.profile_for("dispatcher")
+            text = registry.file_policy_text().replace(
+                "p, dispatcher, Member.*, read, allow",
+                "p, dispatcher, Member.*, read, allow\n"
+                "p, dispatcher, Member.name, read, deny\n"
+                "p, dispatcher, Member.name, read_masked, allow",
+            )
+            registry.install(registry.compile(text, version=registry.version + 1))
+            fresh = registry.access_for
+
+            def stale(viewer: Any, *, now: Any = None, fresh: Any = fresh, old: Any = old) -> Any:
+                return replace(fresh(viewer, now=now), profile=old)
+
+            monkeypatch.setattr(registry, "access_for", stale)
+        dispatcher = credentials(settings, "dispatcher")
+        answers = []
+        for application in (app, normal):
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                answers.append(await http.post("/graphql", json=body, headers=dispatcher))
+        assert answers[0].content == answers[1].content
+        names = [n["name"] for n in answers[0].json()["data"]["members"]["nodes"]]
+        assert names and all("*" in name for name in names)
+        assert counts(app)[1] == 1
+
+    async def test_an_invalid_directive_value_is_the_normal_executors_to_report(
+        self, app: Any, normal: Any, settings: Settings, world: World
+    ) -> None:
+        query = """query($v: Boolean = true) {
+          grids(first: 1) { nodes { code name @include(if: $v) } } }"""
+        body = {"query": query, "variables": {"v": None}}
+        compiled = (await post_to(app, settings, body)).json()
+        plain = (await post_to(normal, settings, body)).json()
+        for answer in (compiled, plain):
+            for error in answer["errors"]:
+                error["extensions"].pop("correlationId", None)
+        assert compiled == plain
+        assert counts(app)[2] == {"error: GRAPHQL_ERROR": 1}
+        # Another value of the same variable compiles: the refusal was not cached.
+        assert "errors" not in (await post_to(app, settings, {**body, "variables": {}})).json()
+        assert counts(app)[1] == 1
+
+    async def test_a_row_selected_for_its_typename_alone_still_selects_its_key(
+        self, gql: GraphQLClient, app: Any, world: World
+    ) -> None:
+        assert await gql.data("{ policyVersion(version: 1) { __typename } }") == {
+            "policyVersion": {"__typename": "PolicyVersion"}
+        }
+        assert counts(app) == (0, 1, {})
+
+
 class TestDelegation:
     """Root fields of a query are independent: beside ones the plan answers, the others run on
     graphql-core alone, and the answers are put together in the query's order."""

@@ -45,6 +45,9 @@ from hub.authz import masking
 from hub.authz.profile import Catalogue, Level, Profile
 from hub.authz.scopes import SCOPED_TYPES, supported_scopes
 
+# Where a role's graphql-core schema keeps the profile it was cut for.
+PROFILE = "gridhub-profile"
+
 # Output types whose fields the policy governs field by field (Type.field).
 POLICY_TYPES = (
     "Grid",
@@ -181,6 +184,12 @@ NEEDS_NOTHING = frozenset(
         "Stats.residentTagCounts(tags)",
     }
 )
+
+
+def profile_of(schema: GraphQLSchema) -> Profile | None:
+    """The profile a role's schema was cut for (None for the full schema)."""
+    found = (schema.extensions or {}).get(PROFILE)
+    return found if isinstance(found, Profile) else None
 
 
 def catalogue_of(schema: GraphQLSchema) -> Catalogue:
@@ -423,6 +432,9 @@ def filter_schema(schema: GraphQLSchema, profile: Profile) -> GraphQLSchema:
         # schema. Implementations of Node are reachable through `node(id:)`.
         types=[t for t in built.values() if isinstance(t, GraphQLObjectType) and t.interfaces],
         directives=schema.directives,
+        # What the schema was cut for: compiled execution masks and notes reads by it, so a
+        # plan always agrees with the resolvers of the schema it runs against.
+        extensions={PROFILE: profile},
     )
     errors = validate_schema(filtered)
     if errors:

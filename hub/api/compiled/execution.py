@@ -45,6 +45,7 @@ from strawberry.utils.await_maybe import await_maybe
 from hub.api.compiled.plan import Delegated, NotCompilable, Plan, compile_plan, fragments_of
 from hub.api.compiled.run import Delegate, Fallback, run_plan
 from hub.api.errors import describe
+from hub.api.roles import profile_of
 from hub.errors import GridHubError
 
 if TYPE_CHECKING:
@@ -136,22 +137,30 @@ class CompiledQueries:
             return "no operation", None
         if operation.operation is not OperationType.QUERY:
             return operation.operation.value, None
+        # Masks and sensitive fields come from the profile the role's schema was cut for: the
+        # request's Access may be of an older policy version if one was installed meanwhile,
+        # and the plan must agree with the schema's own resolvers.
+        profile = profile_of(schema)
+        if profile is None or document.loc is None:
+            return "not a role's schema" if profile is None else "no query text", None
         variables = get_variable_values(schema, operation.variable_definitions or (), raw_variables)
         if isinstance(variables, list):
             return "variables", None
-        version = context.access.profile.version
-        key = (schema, _text_of(document), operation_name, _switches(operation, variables))
-        entry = self.plans.get(version, key)
+        key = (schema, document.loc.source.body, operation_name, _switches(operation, variables))
+        entry = self.plans.get(profile.version, key)
         cached = entry is not None
         if entry is None:
             try:
                 fragments = fragments_of(document.definitions)
-                entry = compile_plan(
-                    schema, operation, fragments, variables, context.access.profile
-                )
+                entry = compile_plan(schema, operation, fragments, variables, profile)
             except NotCompilable as refused:
                 entry = refused
-            self.plans.put(version, key, entry)
+            except GraphQLError as refused:
+                # A directive argument the variables make invalid (an explicit null for a
+                # Boolean with a default): the normal executor reports it. Not cached: other
+                # values of the same variables compile.
+                return f"error: {_code(refused)}", None
+            self.plans.put(profile.version, key, entry)
         if isinstance(entry, NotCompilable):
             return entry.reason, None
         strawberry_schema = schema._strawberry_schema  # type: ignore[attr-defined]
@@ -213,13 +222,6 @@ async def _compiled_or_normal(
     return cast(
         GraphQLExecutionResult, await await_maybe(graphql_execute(schema, document, **kwargs))
     )
-
-
-def _text_of(document: DocumentNode) -> Hashable:
-    """The query text a document was parsed from (its identity if it has none): hashing a
-    str is cached, hashing a document walks all of it."""
-    location = document.loc
-    return location.source.body if location is not None else id(document)
 
 
 def _code(error: GridHubError | GraphQLError) -> str:

@@ -46,6 +46,7 @@ from graphql.execution.collect_fields import (
     collect_subfields,
 )
 from graphql.execution.values import VariableValues
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import ColumnProperty
 from strawberry.types.field import StrawberryField
 
@@ -502,8 +503,10 @@ class _Compiler:
         self, type_: GraphQLObjectType, details: list[FieldDetails], model: type[Any] | None
     ) -> ObjectPlan:
         plan = ObjectPlan(type_.name, model)
-        if model is not None and _has_column(model, ID):
-            plan.columns.add(ID)
+        if model is not None:
+            # Its key: relations and the access log name rows by it, and a row selected for
+            # `__typename` alone still needs a column.
+            plan.columns.add(ID if _has_column(model, ID) else _primary_key(model))
         for key, fields in self._subfields(type_, details).items():
             name = fields[0].node.name.value
             if name == TYPENAME:
@@ -711,6 +714,10 @@ def _has_variable(value: ValueNode) -> bool:
 def _strawberry_field(definition: GraphQLField) -> StrawberryField | None:
     found = (definition.extensions or {}).get(DEFINITION)
     return found if isinstance(found, StrawberryField) else None
+
+
+def _primary_key(model: type[Any]) -> str:
+    return str(sa_inspect(model).primary_key[0].key)
 
 
 def _has_column(model: type[Any], name: str) -> bool:
