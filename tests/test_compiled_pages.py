@@ -1,0 +1,119 @@
+"""The pages' persisted queries (hub/web/operations) answer the same with and without compiled
+execution, for the roles that run them, over the marker world: the pages see exactly what the
+normal executor would show them. All but the statistics are answered from a plan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+import httpx
+import pytest
+from graphql import OperationDefinitionNode, OperationType, parse
+
+from hub.app import create_app
+from hub.config import Settings
+from hub.db import Database
+from tests.markers import VIEWPOINTS, MarkerWorld
+from tests.markers import seed_markers as seed
+from tests.policy_clients import credentials
+from tests.world import World
+
+OPEN = ["REPORTED", "ACCEPTED", "DISPATCHED", "IN_PROGRESS", "REOPENED"]
+# Who runs each page's queries (by the operation's prefix).
+RUNNERS = {"Public": ("public",), "Board": ("dispatcher", "community_admin"), "Audit": ("auditor",)}
+# The statistics pages aggregate: the normal executor answers them.
+NOT_PLANNED = {"PublicStatsCounts", "PublicStatsTimes"}
+
+
+def persisted_queries() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted(resources.files("hub.web").joinpath("operations").iterdir()):
+        text = path.read_text(encoding="utf-8")
+        for definition in parse(text).definitions:
+            if (
+                isinstance(definition, OperationDefinitionNode)
+                and definition.operation is OperationType.QUERY
+                and definition.name is not None
+            ):
+                found.append((definition.name.value, text))
+    return found
+
+
+QUERIES = persisted_queries()
+
+
+def variables_for(name: str, marked: MarkerWorld) -> dict[str, Any]:
+    event = marked.rows["eventA1"]
+    notice = marked.rows["noticeB"]
+    tracked = next(r for r in marked.rows.values() if r.type == "Feedback")
+    return {
+        "AuditGrants": {"active": False, "first": 20},
+        "AuditLog": {"first": 20},
+        "AuditPolicyHistory": {"first": 20},
+        "AuditPolicyVersion": {"version": 1},
+        "BoardEventRef": {"code": event.code},
+        "BoardEvents": {
+            "filter": {"status": OPEN},
+            "overdueFilter": {"status": OPEN, "overdue": True},
+        },
+        "PublicFeedback": {"trackingCode": tracked.code},
+        "PublicGrids": {"level": "grid"},
+        "PublicNotice": {"id": notice.global_id},
+        "PublicNotices": {"first": 10},
+        "PublicStatsCommunities": {"level": "community"},
+        "PublicStatsCounts": {"level": "community", "before": "2100-01-01T00:00:00+00:00"},
+        "PublicStatsTimes": {
+            "before": "2100-01-01T00:00:00+00:00",
+            **{f"use{n}": n < 2 for n in range(16)},
+            "g0": "C1",
+            "g1": "C2",
+        },
+    }.get(name, {})
+
+
+@pytest.fixture
+async def normal(settings: Settings, app: Any) -> AsyncIterator[Any]:
+    application = create_app(replace(settings, compiled_execution=False))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def marked(db: Database, world: World, app: Any, normal: Any) -> MarkerWorld:
+    async with db.transaction() as session:
+        seeded = await seed(session, world)
+    for application in (app, normal):
+        await application.state.registry.sync(application.state.db)
+    return seeded
+
+
+async def post(application: Any, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        return await http.post("/graphql", json=body, headers=headers)
+
+
+@pytest.mark.parametrize("name", [name for name, _ in QUERIES])
+async def test_each_page_query_answers_the_same_from_its_plan(
+    name: str, app: Any, normal: Any, settings: Settings, marked: MarkerWorld
+) -> None:
+    text = dict(QUERIES)[name]
+    roles = next(roles for prefix, roles in RUNNERS.items() if name.startswith(prefix))
+    body = {"query": text, "operationName": name, "variables": variables_for(name, marked)}
+    for role in roles:
+        view = VIEWPOINTS[role]
+        headers = credentials(settings, role, grids=view.grids, department=view.department)
+        before = app.state.compiled.counts.hits + app.state.compiled.counts.misses
+        compiled = await post(app, headers, body)
+        plain = await post(normal, headers, body)
+        assert compiled.status_code == plain.status_code == 200
+        assert "errors" not in compiled.json(), compiled.text
+        assert compiled.content == plain.content, (role, compiled.text, plain.text)
+        planned = app.state.compiled.counts.hits + app.state.compiled.counts.misses > before
+        assert planned is (name not in NOT_PLANNED), (
+            name,
+            dict(app.state.compiled.counts.fallbacks),
+        )
