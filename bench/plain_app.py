@@ -67,6 +67,22 @@ def global_id(type_name: str, pk: int) -> str:
     return base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("=")
 
 
+def resident_node(r: Any, *, masked: bool) -> dict[str, Any]:
+    """The ten fields, in full or as grid_worker sees them (ID number and birth date masked)."""
+    return {
+        "id": global_id("Resident", r.id),
+        "name": r.name,
+        "gender": r.gender.upper(),
+        "birthDate": masking.birth_date(r.birth_date) if masked else r.birth_date.isoformat(),
+        "idNumber": masking.id_number(r.id_number) if masked else r.id_number,
+        "phone": r.phone,
+        "address": r.address,
+        "householdCode": r.household_code,
+        "createdAt": r.created_at.isoformat(),
+        "updatedAt": r.updated_at.isoformat(),
+    }
+
+
 def page_size(request: Request) -> int:
     return min(int(request.query_params.get("first", "100")), 1000)
 
@@ -106,21 +122,7 @@ def build(settings: Settings | None = None) -> Starlette:
     async def residents(request: Request) -> Response:
         statement = select(*RESIDENT_COLUMNS).order_by(Resident.id).limit(page_size(request))
         found = await rows(statement)
-        nodes = [
-            {
-                "id": global_id("Resident", r.id),
-                "name": r.name,
-                "gender": r.gender.upper(),
-                "birthDate": r.birth_date.isoformat(),
-                "idNumber": r.id_number,
-                "phone": r.phone,
-                "address": r.address,
-                "householdCode": r.household_code,
-                "createdAt": r.created_at.isoformat(),
-                "updatedAt": r.updated_at.isoformat(),
-            }
-            for r in found
-        ]
+        nodes = [resident_node(r, masked=False) for r in found]
         if found:
             ids = [r.id for r in found]
             await log_read(app, request, "public_security", RESIDENT_SENSITIVE, ids)
@@ -139,21 +141,7 @@ def build(settings: Settings | None = None) -> Starlette:
             .limit(page_size(request))
         )
         found = await rows(statement)
-        nodes = [
-            {
-                "id": global_id("Resident", r.id),
-                "name": r.name,
-                "gender": r.gender.upper(),
-                "birthDate": masking.birth_date(r.birth_date),
-                "idNumber": masking.id_number(r.id_number),
-                "phone": r.phone,
-                "address": r.address,
-                "householdCode": r.household_code,
-                "createdAt": r.created_at.isoformat(),
-                "updatedAt": r.updated_at.isoformat(),
-            }
-            for r in found
-        ]
+        nodes = [resident_node(r, masked=True) for r in found]
         if found:
             ids = [r.id for r in found]
             await log_read(app, request, "grid_worker", RESIDENT_SENSITIVE, ids)

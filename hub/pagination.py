@@ -157,7 +157,8 @@ def keyset(
 ) -> PageQuery:
     """Narrow `statement` to the page `request` asks for. Whatever the statement selects (ORM
     rows, or columns labelled as their attributes), its rows must name the sort key and the id
-    as attributes: `page_of` reads the cursors off them."""
+    as attributes: `page_of` reads the cursors off them. Run `query.statement`, then hand
+    its rows to `page_of`."""
     size, backwards = page_size(request, default=default_size, maximum=max_size)
     # `after` and `before` both narrow the window (Relay allows them together); `first` takes
     # from its start, `last` from its end.
@@ -200,29 +201,6 @@ def cursor_of(query: PageQuery, item: Any) -> str:
     return encode_cursor(
         query.key, getattr(item, query.key.column.key), getattr(item, query.id_column.key)
     )
-
-
-async def fetch_page(
-    session: AsyncSession,
-    statement: Select[Any],
-    *,
-    key: SortKey,
-    id_column: InstrumentedAttribute[int],
-    request: PageRequest,
-    default_size: int,
-    max_size: int,
-) -> Page[Any]:
-    """One page of ORM rows."""
-    query = keyset(
-        statement,
-        key=key,
-        id_column=id_column,
-        request=request,
-        default_size=default_size,
-        max_size=max_size,
-    )
-    rows: Sequence[Any] = (await session.scalars(query.statement)).all()
-    return page_of(query, rows)
 
 
 def _beyond(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from hub.app import create_app
 from hub.config import Settings
 from hub.db import Base, Database
 from hub.migrate import upgrade
+from tests.markers import MarkerWorld, seed_markers
 from tests.policy_clients import SUPERUSER, TEST_SECRET, credentials, write_policy_dir
 from tests.services import POSTGRES_URL, need_postgres
 from tests.world import World, build_world
@@ -114,6 +116,34 @@ async def app(settings: Settings, db: Database) -> AsyncIterator[Any]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
+
+
+@pytest.fixture
+async def normal(settings: Settings, app: Any) -> AsyncIterator[Any]:
+    """The same app as `app`, over the same database, with compiled execution off: the normal
+    executor answers everything (tests hold the two to the same answers)."""
+    application = create_app(replace(settings, compiled_execution=False))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def marked_pair(db: Database, world: World, app: Any, normal: Any) -> MarkerWorld:
+    """The marker world (tests/markers.py), its emergency grant known to both apps."""
+    async with db.transaction() as session:
+        seeded = await seed_markers(session, world)
+    for application in (app, normal):
+        await application.state.registry.sync(application.state.db)
+    return seeded
+
+
+async def post_graphql(
+    application: Any, headers: dict[str, str], body: dict[str, Any]
+) -> httpx.Response:
+    """One POST /graphql straight into `application`."""
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        return await http.post("/graphql", json=body, headers=headers)
 
 
 @pytest.fixture

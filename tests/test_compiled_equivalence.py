@@ -11,28 +11,24 @@ unless it fails the same way on both paths (a crafted cursor, a filter that need
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from hub.api.ids import to_global_id
-from hub.app import create_app
 from hub.authz.models import AuditRecord
 from hub.config import Settings
 from hub.db import Database
 from hub.residents.service import KNOWN_TAGS
 from tests.compiled_queries import LISTS, LOOKUPS, Values, list_queries
+from tests.conftest import post_graphql
 from tests.markers import GRANT_SUBJECT, RESIDENTS, VIEWPOINTS, MarkerWorld, Viewpoint
-from tests.markers import seed_markers as seed
 from tests.policy_clients import SUPERUSER, credentials
-from tests.world import World
 
 # Every role of the policy, the test superuser (reads everything) and the subject holding an
 # open emergency grant (its masked fields show in full under the grant's grids).
@@ -48,23 +44,6 @@ SHARED_FAILURES = ("error: BAD_USER_INPUT", "error: PURPOSE_REQUIRED", "error: N
 # (A lookup of a row out of the viewer's scope is NOT_FOUND, exactly like a missing one.)
 
 
-@pytest.fixture
-async def normal(settings: Settings, app: Any) -> AsyncIterator[Any]:
-    """The same app over the same database, with compiled execution switched off."""
-    application = create_app(replace(settings, compiled_execution=False))
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def marked(db: Database, world: World, app: Any, normal: Any) -> MarkerWorld:
-    async with db.transaction() as session:
-        seeded = await seed(session, world)
-    for application in (app, normal):
-        await application.state.registry.sync(application.state.db)
-    return seeded
-
-
 def headers(settings: Settings, name: str) -> dict[str, str]:
     view = VIEWS[name]
     return credentials(
@@ -74,12 +53,6 @@ def headers(settings: Settings, name: str) -> dict[str, str]:
         grids=view.grids,
         department=view.department,
     )
-
-
-async def post(application: Any, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        return await http.post("/graphql", json=body, headers=headers)
 
 
 async def last_seq(db: Database) -> int:
@@ -119,10 +92,10 @@ async def both(
     not, when several root fields fail: which error comes first depends on timing)."""
     before = await last_seq(db)
     answered, fallbacks = counted(app)
-    compiled = await post(app, headers, body)
+    compiled = await post_graphql(app, headers, body)
     answered_now, fallbacks_now = counted(app)
     middle = await last_seq(db)
-    plain = await post(normal, headers, body)
+    plain = await post_graphql(normal, headers, body)
     assert compiled.status_code == plain.status_code, body
     planned = answered_now > answered
     if planned:
@@ -187,9 +160,9 @@ async def test_generated_list_queries_answer_the_same_on_both_paths(
     normal: Any,
     settings: Settings,
     db: Database,
-    marked: MarkerWorld,
+    marked_pair: MarkerWorld,
 ) -> None:
-    values = values_of(marked)
+    values = values_of(marked_pair)
     for name in VIEWS:
         schema = app.state.registry.schema_for(VIEWS[name].role)._schema
         if not {*LISTS, *LOOKUPS} & set(schema.query_type.fields):

@@ -5,7 +5,6 @@ tests/test_compiled_equivalence.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +15,7 @@ from hub.api.compiled.execution import PlanCache
 from hub.app import create_app
 from hub.config import Settings
 from hub.events import service as events_service
-from tests.conftest import GraphQLClient
+from tests.conftest import GraphQLClient, post_graphql
 from tests.policy_clients import credentials
 from tests.world import World
 
@@ -28,21 +27,10 @@ def counts(app: Any) -> tuple[int, int, dict[str, int]]:
     return found.hits, found.misses, dict(found.fallbacks)
 
 
-@pytest.fixture
-async def normal(settings: Settings, app: Any) -> AsyncIterator[Any]:
-    application = create_app(replace(settings, compiled_execution=False))
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-async def post_to(application: Any, settings: Settings, body: dict[str, Any]) -> httpx.Response:
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://testserver",
-        headers=credentials(settings, "superuser"),
-    ) as http:
-        return await http.post("/graphql", json=body)
+async def post_to(
+    application: Any, settings: Settings, body: dict[str, Any], role: str = "superuser"
+) -> httpx.Response:
+    return await post_graphql(application, credentials(settings, role), body)
 
 
 class TestPlans:

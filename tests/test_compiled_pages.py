@@ -4,22 +4,16 @@ normal executor would show them. All but the statistics are answered from a plan
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from importlib import resources
 from typing import Any
 
-import httpx
 import pytest
 from graphql import OperationDefinitionNode, OperationType, parse
 
-from hub.app import create_app
 from hub.config import Settings
-from hub.db import Database
+from tests.conftest import post_graphql
 from tests.markers import VIEWPOINTS, MarkerWorld
-from tests.markers import seed_markers as seed
 from tests.policy_clients import credentials
-from tests.world import World
 
 OPEN = ["REPORTED", "ACCEPTED", "DISPATCHED", "IN_PROGRESS", "REOPENED"]
 # Who runs each page's queries (by the operation's prefix).
@@ -74,41 +68,19 @@ def variables_for(name: str, marked: MarkerWorld) -> dict[str, Any]:
     }.get(name, {})
 
 
-@pytest.fixture
-async def normal(settings: Settings, app: Any) -> AsyncIterator[Any]:
-    application = create_app(replace(settings, compiled_execution=False))
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def marked(db: Database, world: World, app: Any, normal: Any) -> MarkerWorld:
-    async with db.transaction() as session:
-        seeded = await seed(session, world)
-    for application in (app, normal):
-        await application.state.registry.sync(application.state.db)
-    return seeded
-
-
-async def post(application: Any, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        return await http.post("/graphql", json=body, headers=headers)
-
-
 @pytest.mark.parametrize("name", [name for name, _ in QUERIES])
 async def test_each_page_query_answers_the_same_from_its_plan(
-    name: str, app: Any, normal: Any, settings: Settings, marked: MarkerWorld
+    name: str, app: Any, normal: Any, settings: Settings, marked_pair: MarkerWorld
 ) -> None:
     text = dict(QUERIES)[name]
     roles = next(roles for prefix, roles in RUNNERS.items() if name.startswith(prefix))
-    body = {"query": text, "operationName": name, "variables": variables_for(name, marked)}
+    body = {"query": text, "operationName": name, "variables": variables_for(name, marked_pair)}
     for role in roles:
         view = VIEWPOINTS[role]
         headers = credentials(settings, role, grids=view.grids, department=view.department)
         before = app.state.compiled.counts.hits + app.state.compiled.counts.misses
-        compiled = await post(app, headers, body)
-        plain = await post(normal, headers, body)
+        compiled = await post_graphql(app, headers, body)
+        plain = await post_graphql(normal, headers, body)
         assert compiled.status_code == plain.status_code == 200
         assert "errors" not in compiled.json(), compiled.text
         assert compiled.content == plain.content, (role, compiled.text, plain.text)

@@ -15,7 +15,7 @@ class Event(Base):
         Index("ix_events_status_id", "status", "id"),
         Index("ix_events_grid_id_id", "grid_id", "id"),
         Index("ix_events_department_id_id", "department_id", "id"),
-        # Keyset orderings (sort column, id), see pagination.fetch_page.
+        # Keyset orderings (sort column, id), see pagination.keyset.
         Index("ix_events_reported_at_id", "reported_at", "id"),
         Index("ix_events_updated_at_id", "updated_at", "id"),
         # The overdue filter: open statuses with a past deadline. Leading with status skips

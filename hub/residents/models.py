@@ -13,7 +13,7 @@ class Resident(Base):
     __table_args__ = (
         Index("ix_residents_grid_id_id", "grid_id", "id"),
         # One (sort column, id) index per keyset ordering the API offers: a page reads
-        # LIMIT + 1 index entries instead of sorting the table (pagination.fetch_page).
+        # LIMIT + 1 index entries instead of sorting the table (pagination.keyset).
         Index("ix_residents_name_id", "name", "id"),
         Index("ix_residents_birth_date_id", "birth_date", "id"),
         Index("ix_residents_updated_at_id", "updated_at", "id"),

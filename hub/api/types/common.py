@@ -171,15 +171,15 @@ async def paginate(
     last: int | None,
     before: str | None,
 ) -> Connection[Any]:
+    query = pagination.keyset(
+        listing.statement,
+        key=listing.key,
+        id_column=listing.id_column,
+        request=listing.page_request(first=first, after=after, last=last, before=before),
+        **page_sizes(info.context.settings.limits),
+    )
     async with info.context.db.reader() as session:
-        page = await pagination.fetch_page(
-            session,
-            listing.statement,
-            key=listing.key,
-            id_column=listing.id_column,
-            request=listing.page_request(first=first, after=after, last=last, before=before),
-            **page_sizes(info.context.settings.limits),
-        )
+        page = pagination.page_of(query, (await session.scalars(query.statement)).all())
     edges = [Edge(cursor=c, node=n) for c, n in zip(page.cursors, page.items, strict=True)]
     return Connection(
         edges=edges,
