@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import asgi_call, prepare, rate, start_server
 from plain_app import MASKED_GRID, bench_settings, build
 
-from hub.api.compiled.execution import fragments_of
-from hub.api.compiled.plan import Delegated, NotCompilable, compile_plan
+from hub.api.compiled.compiler import compile_plan, fragments_of
+from hub.api.compiled.plans import Delegated, NotCompilable
 from hub.authz.identity import issue_token
 from hub.config import Settings
 

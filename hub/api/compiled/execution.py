@@ -42,8 +42,10 @@ from graphql.pyutils import AwaitableOrValue
 from graphql.utilities import get_operation_ast
 from strawberry.utils.await_maybe import await_maybe
 
-from hub.api.compiled.plan import Delegated, NotCompilable, Plan, compile_plan, fragments_of
-from hub.api.compiled.run import Delegate, Fallback, run_plan
+from hub.api.compiled.compiler import compile_plan, fragments_of
+from hub.api.compiled.objects import Fallback
+from hub.api.compiled.plans import Delegated, NotCompilable, Plan
+from hub.api.compiled.run import Delegate, run_plan
 from hub.api.errors import describe
 from hub.api.roles import profile_of
 from hub.errors import GridHubError
