@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from hub.api.gateway import Gateway
 from hub.api.http import IDE_ASSETS_PATH, GraphQLView, ide_assets
@@ -18,6 +19,7 @@ from hub.api.open311 import open311_app
 from hub.api.registry import SchemaRegistry
 from hub.api.schema import build_schema
 from hub.authz.identity import AuthenticationFailed, signing_secret
+from hub.authz.ratelimit import create_limiter
 from hub.config import Settings
 from hub.connectors.definition import load_directory
 from hub.connectors.scheduler import Scheduler
@@ -41,7 +43,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     broker = create_broker(settings, db)
     schema = build_schema(settings.limits)
     registry = SchemaRegistry(schema, settings)
-    graphql = GraphQLView(schema, db=db, settings=settings, broker=broker, registry=registry)
+    # Anonymous writes, counted in the database or Redis: one budget for every worker.
+    rate_limiter = create_limiter(settings, db)
+    graphql = GraphQLView(
+        schema,
+        db=db,
+        settings=settings,
+        broker=broker,
+        registry=registry,
+        rate_limiter=rate_limiter,
+    )
     # The pages: they run their persisted operations through the same view, in process.
     site = build_site(Gateway(graphql), settings)
 
@@ -65,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if scheduler is not None:
                 await scheduler.stop()
             await broker.stop()
+            await rate_limiter.close()
             await registry.stop()
             await db.dispose()
 
@@ -98,7 +110,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
         # Counts request bodies as they stream in: 413 with a GraphQL-shaped error past the limit.
-        middleware=[Middleware(BodySizeLimit, max_body_bytes=settings.limits.max_body_bytes)],
+        middleware=[
+            # The client's address from X-Forwarded-For, only from the proxies named (the
+            # limit on anonymous writes counts by it): anyone else could choose their own.
+            *(
+                [Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)]
+                if settings.forwarded_allow_ips
+                else []
+            ),
+            Middleware(BodySizeLimit, max_body_bytes=settings.limits.max_body_bytes),
+        ],
     )
     app.state.db = db
     app.state.broker = broker

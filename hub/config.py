@@ -9,12 +9,33 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 DEFAULT_SQLITE_FILE = "gridhub.db"
 # The repository's policies/ folder (model.conf, policy.csv, expectations.csv).
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 # The repository's connectors/ folder: one definition per external departmental system.
 DEFAULT_CONNECTORS_DIR = Path(__file__).resolve().parent.parent / "connectors"
+
+
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    """At most `limit` calls per `window_seconds` (a sliding window), per client."""
+
+    limit: int
+    window_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError("a rate limit needs at least one call per window")
+        if self.window_seconds < 1:
+            raise ValueError("a rate limit's window must be at least one second")
+
+    @classmethod
+    def parse(cls, text: str) -> RateRule:
+        """Read "5/600": five calls per 600 seconds (the window defaults to 600)."""
+        count, _, window = text.partition("/")
+        return cls(limit=int(count), window_seconds=float(window or 600))
 
 
 def default_database_url(workdir: Path | None = None) -> str:
@@ -94,9 +115,21 @@ class Settings:
     session_hours: float = 8.0
     # Public statistics suppress every figure counting fewer than this many events.
     public_min_count: int = 5
-    # Feedback submissions one client may make per window, per worker.
+    # Writes by anonymous visitors (every mutation the public role calls, on every channel:
+    # /graphql over HTTP and WebSocket, batches, the pages, the gateway), per mutation and
+    # client, counted across every worker and host (hub.authz.ratelimit, hub.api.ratelimit).
+    # submitFeedback's rule (GRIDHUB_FEEDBACK_RATE):
     feedback_per_window: int = 5
     feedback_window_seconds: float = 600.0
+    # Every other mutation the policy lets the public role call (GRIDHUB_PUBLIC_WRITE_RATE).
+    public_write_rate: RateRule = field(default_factory=lambda: RateRule(5, 600.0))
+    # Where the counts live: Redis when a URL is configured here (or the broker is Redis),
+    # else the database.
+    redis_url: str | None = None
+    # Peers (uvicorn's --forwarded-allow-ips syntax: addresses, networks, "*") whose
+    # X-Forwarded-For / X-Forwarded-Proto name the client. None: the peer address is the
+    # client, and nobody can choose the address the limits count by sending a header.
+    forwarded_allow_ips: str | None = None
     # Compiled execution (hub.api.compiled): list queries answered from a plan per query shape
     # instead of graphql-core's executor. Off: every operation runs on the normal executor.
     compiled_execution: bool = True
@@ -143,9 +176,15 @@ class Settings:
             values["public_min_count"] = int(min_count)
         if feedback_rate := env.get("GRIDHUB_FEEDBACK_RATE"):
             # "5/600": five submissions per 600 seconds.
-            count, _, window = feedback_rate.partition("/")
-            values["feedback_per_window"] = int(count)
-            values["feedback_window_seconds"] = float(window or 600)
+            rule = RateRule.parse(feedback_rate)
+            values["feedback_per_window"] = rule.limit
+            values["feedback_window_seconds"] = rule.window_seconds
+        if public_rate := env.get("GRIDHUB_PUBLIC_WRITE_RATE"):
+            values["public_write_rate"] = RateRule.parse(public_rate)
+        if redis_url := env.get("GRIDHUB_REDIS_URL"):
+            values["redis_url"] = redis_url
+        if forwarded := env.get("GRIDHUB_FORWARDED_ALLOW_IPS"):
+            values["forwarded_allow_ips"] = forwarded
         if compiled := env.get("GRIDHUB_COMPILED_EXECUTION"):
             values["compiled_execution"] = compiled != "0"
         if plans := env.get("GRIDHUB_COMPILED_PLANS"):
@@ -155,6 +194,26 @@ class Settings:
 
     def with_database(self, url: str) -> Settings:
         return replace(self, database_url=url)
+
+    def write_rule(self, mutation: str) -> RateRule:
+        """The rate rule for anonymous calls of `mutation` (a schema field name)."""
+        if mutation == "submitFeedback":
+            return RateRule(self.feedback_per_window, self.feedback_window_seconds)
+        return self.public_write_rate
+
+    @property
+    def effective_redis_url(self) -> str | None:
+        """The Redis that shared counters live in: `redis_url`, else the broker's when it is a
+        Redis (without GridHub's own `channel` parameter, which redis-py would refuse)."""
+        if self.redis_url:
+            return self.redis_url
+        broker = self.broker_url or ""
+        if not broker.startswith(("redis://", "rediss://")):
+            return None
+        parts = urlsplit(broker)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        kept = urlencode([(key, value) for key, value in query if key != "channel"])
+        return urlunsplit(parts._replace(query=kept))
 
     @property
     def effective_broker(self) -> str:

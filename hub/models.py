@@ -1,6 +1,7 @@
 """Every mapped model, imported once so Base.metadata is complete (Alembic, tests, demo)."""
 
 from hub.authz.models import ApiKey, AuditHead, AuditRecord, EmergencyGrant, PolicyVersion
+from hub.authz.ratelimit import RateHit
 from hub.db import Base
 from hub.departments.models import Department
 from hub.events.models import Event, EventChangeRecord, EventTransition
@@ -33,6 +34,7 @@ __all__ = [
     "Member",
     "Notice",
     "PolicyVersion",
+    "RateHit",
     "Resident",
     "ResidentExternalId",
     "ResidentTag",

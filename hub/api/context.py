@@ -23,6 +23,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from hub.api.loaders import Loaders
 from hub.authz import Access
+from hub.authz.ratelimit import RateLimiter
 from hub.authz.reads import ReadLog
 from hub.config import Settings
 from hub.db import Database
@@ -147,6 +148,8 @@ class Context:
     # The worker's compiled execution (hub.api.compiled.execution.CompiledQueries), or None
     # for the normal executor only.
     compiled: Any = None
+    # The worker's limiter of anonymous writes (hub.api.ratelimit), or None for no limit.
+    rate_limiter: RateLimiter | None = None
 
     @classmethod
     def build(
@@ -161,6 +164,7 @@ class Context:
         request: Any = None,
         response: Any = None,
         compiled: Any = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> Context:
         state = RequestState(asyncio.Semaphore(settings.limits.max_sessions_per_request))
         db = RequestDatabase(database, state.sessions)
@@ -176,6 +180,7 @@ class Context:
             request=request,
             response=response,
             compiled=compiled,
+            rate_limiter=rate_limiter,
         )
 
     def for_operation(self) -> Context:

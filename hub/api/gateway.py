@@ -50,7 +50,10 @@ class Gateway:
         viewer: Viewer = ANONYMOUS,
         purpose: str | None = None,
         operation_name: str | None = None,
+        request: Any = None,
     ) -> ExecutionResult:
+        """`request`: the HTTP request the operation serves (a page's, Open311's), whose
+        client the limit on anonymous writes counts (hub.api.ratelimit)."""
         view = self._view
         context = Context.build(
             view.db,
@@ -60,6 +63,8 @@ class Gateway:
             purpose=purpose,
             registry=view.registry,
             compiled=view.compiled,
+            request=request,
+            rate_limiter=view.rate_limiter,
         )
         schema = view.registry.schema_for(viewer.role)
         return await schema.execute(

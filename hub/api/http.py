@@ -53,6 +53,7 @@ from hub.api.loaders import Loaders
 from hub.api.registry import SchemaRegistry
 from hub.authz import Access, audit, grants, sessions
 from hub.authz.identity import AuthenticationFailed, TokenVerifier, authenticate
+from hub.authz.ratelimit import RateLimiter
 from hub.authz.sessions import SESSION_COOKIE, Sealer, Session, session_secret
 from hub.authz.viewer import Viewer
 from hub.config import Settings
@@ -177,6 +178,8 @@ def _request_error_status(errors: Iterable[Any]) -> int:
     # The server ran out of its time budget: not the client's fault, and worth a retry later.
     if "TIMEOUT" in codes:
         return 504
+    if "RATE_LIMITED" in codes:
+        return 429
     return 400
 
 
@@ -333,6 +336,7 @@ class GraphQLView(GraphQL[Context, None]):
         settings: Settings,
         broker: Broker,
         registry: SchemaRegistry,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -348,6 +352,8 @@ class GraphQLView(GraphQL[Context, None]):
         self.settings = settings
         self.broker = broker
         self.registry = registry
+        # Anonymous writes, counted across workers (hub.api.ratelimit); None: no limit.
+        self.rate_limiter = rate_limiter
         self.compiled = CompiledQueries(
             enabled=settings.compiled_execution, max_plans=settings.compiled_plans
         )
@@ -514,6 +520,7 @@ class GraphQLView(GraphQL[Context, None]):
             request=request,
             response=response,
             compiled=self.compiled,
+            rate_limiter=self.rate_limiter,
         )
 
     def encode_json(self, data: object) -> str:

@@ -22,6 +22,7 @@ from hub.api.guards import RejectUnstorableText, RequireOperationName
 from hub.api.limits import GraphQLLimits
 from hub.api.mutations import Mutation
 from hub.api.queries import Query
+from hub.api.ratelimit import PublicWriteLimit
 from hub.api.subscriptions import Subscription
 from hub.api.sync import SyncMutation, SyncQuery
 from hub.api.types.access import EmergencyGrantType
@@ -99,6 +100,9 @@ def build_schema(limits: Limits | None = None) -> Schema:
             # depth/alias/cost rule, and bounds execution (batch budget, timeout).
             guard.extension,
             lambda: ValidationCache(maxsize=512),
+            # Valid operations only, and before the audit trail: a refused anonymous write
+            # costs one counter statement, not an audit record.
+            PublicWriteLimit,
             # After the limits: purpose for sensitive fields, and the access log.
             AuditTrail,
         ],

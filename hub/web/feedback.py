@@ -1,9 +1,10 @@
 """The resident feedback form and the tracking-code lookup (no sign-in: the public role).
 
 POST /feedback checks, in this order: the CSRF token and Origin (`site.checked_form`), the
-per-client rate limit (every checked POST counts, the honeypot's and the invalid ones too: a
-refused mutation still writes an audit record), the honeypot, then runs SubmitFeedback. Success
-is a 303 to the tracking page (POST/redirect/GET), so reloading that page submits nothing.
+honeypot, then runs SubmitFeedback. Success is a 303 to the tracking page (POST/redirect/GET),
+so reloading that page submits nothing. The rate limit is the API's (hub.api.ratelimit: every
+anonymous submitFeedback, invalid ones too, per client and across workers), so the form and
+/graphql draw on one budget; RATE_LIMITED comes back as 429 with Retry-After and the text kept.
 
 A filled honeypot gets the same 303 as a success, to the tracking page without a code, which
 then only thanks the visitor. Nothing is stored and no code is shown: a made-up code would
@@ -26,7 +27,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from hub.web.ratelimit import SlidingWindowLimiter
 from hub.web.site import QueryFailed, Site
 from hub.web.vocabulary import beijing_time
 
@@ -90,12 +90,6 @@ class Stamp:
 
 
 def routes(site: Site) -> list[BaseRoute]:
-    # One limiter per app, so per worker process: N workers let a client through N times.
-    limiter = SlidingWindowLimiter(
-        limit=site.settings.feedback_per_window,
-        window_seconds=site.settings.feedback_window_seconds,
-    )
-
     async def form_page(
         request: Request,
         entry: Entry | None = None,
@@ -125,16 +119,6 @@ def routes(site: Site) -> list[BaseRoute]:
     async def submit(request: Request) -> Response:
         form = await site.checked_form(request)
         entry = Entry.of(form)
-        decision = limiter.hit(_client_key(request))
-        if not decision.allowed:
-            minutes = max(1, math.ceil(decision.retry_after / 60))
-            return await form_page(
-                request,
-                entry,
-                alert=Message("feedback.error.too_many", {"minutes": minutes}),
-                status_code=429,
-                headers={"Retry-After": decision.retry_after_header},
-            )
         if _text(form.get(HONEYPOT_FIELD)).strip():
             return RedirectResponse("/feedback/track?new=1", status_code=303)
         if entry.kind not in KINDS:
@@ -149,8 +133,10 @@ def routes(site: Site) -> list[BaseRoute]:
             }
         }
         try:
-            data = await site.query("SubmitFeedback", variables)
+            data = await site.query("SubmitFeedback", variables, request=request)
         except QueryFailed as failed:
+            if failed.code == "RATE_LIMITED":
+                return await _too_many(form_page, request, entry, failed)
             if failed.code != "BAD_USER_INPUT":
                 log.warning("feedback not submitted: %s", failed.code)
                 return await form_page(
@@ -195,10 +181,18 @@ def normalise_code(typed: str) -> str:
     return CODE_SEPARATORS.sub("", unicodedata.normalize("NFKC", typed)).upper()
 
 
-def _client_key(request: Request) -> str:
-    # The peer address. Behind a reverse proxy that is the proxy's, unless the server is told
-    # to trust its X-Forwarded-For (uvicorn --proxy-headers --forwarded-allow-ips).
-    return request.client.host if request.client is not None else "unknown"
+async def _too_many(
+    form_page: Any, request: Request, entry: Entry, failed: QueryFailed
+) -> Response:
+    extensions = getattr(failed.errors[0], "extensions", None) or {}
+    seconds = max(1, int(extensions.get("retryAfter") or 1))
+    return await form_page(
+        request,
+        entry,
+        alert=Message("feedback.error.too_many", {"minutes": max(1, math.ceil(seconds / 60))}),
+        status_code=429,
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 def _text(value: Any) -> str:

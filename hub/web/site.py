@@ -109,9 +109,11 @@ class Site:
         *,
         viewer: Viewer = ANONYMOUS,
         purpose: str | None = None,
+        request: Request | None = None,
     ) -> dict[str, Any]:
         """Run a persisted operation as `viewer` (the public role by default) and return its
-        data; QueryFailed when it answers with errors."""
+        data; QueryFailed when it answers with errors. A write passes the page's `request`:
+        the limit on anonymous writes counts its client (hub.api.ratelimit)."""
         operation = self.operations[name]
         result = await self.gateway.execute(
             operation.document,
@@ -119,6 +121,7 @@ class Site:
             viewer=viewer,
             purpose=purpose,
             operation_name=operation.name,
+            request=request,
         )
         if result.errors:
             first = result.errors[0]
