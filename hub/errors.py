@@ -30,6 +30,12 @@ class NotFound(GridHubError):
     code = "NOT_FOUND"
 
 
+class Forbidden(GridHubError):
+    """The caller can see the row but its policy does not let it change it (its write scope)."""
+
+    code = "FORBIDDEN"
+
+
 class InvalidTransition(GridHubError):
     code = "INVALID_TRANSITION"
 

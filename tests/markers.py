@@ -87,7 +87,7 @@ class Viewpoint:
 VIEWPOINTS: dict[str, Viewpoint] = {
     "public": Viewpoint("public"),
     "grid_worker": Viewpoint("grid_worker", grids=("C1",), department="community_service"),
-    "community_admin": Viewpoint("community_admin", grids=("C1",)),
+    "community_admin": Viewpoint("community_admin", grids=("C1",), department="community_service"),
     "public_security": Viewpoint("public_security", department="public_security"),
     "health": Viewpoint("health", department="health"),
     "civil_affairs": Viewpoint("civil_affairs", department="civil_affairs"),
@@ -170,6 +170,7 @@ async def seed_markers(session: AsyncSession, world: World) -> MarkerWorld:
         reason="MARKER-GRANT-REASON-B",
         grid_code="S2",
         minutes=60,
+        levels=frozenset({"street"}),
     )
     row = Row("EmergencyGrant", grant.id)
     marked.rows["grant"] = row

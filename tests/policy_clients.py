@@ -17,6 +17,9 @@ from hub.config import DEFAULT_POLICY_DIR, Settings
 
 TEST_SECRET = "test-secret-for-gridhub-tests-only-0123456789"
 SUPERUSER = "superuser"
+# The grid levels of the test world and the demo (levels are data; the superuser may open a
+# grant on any of them).
+GRID_LEVELS = ("district", "street", "community", "grid")
 PURPOSE = "automated test"
 
 
@@ -26,6 +29,9 @@ def superuser_lines() -> list[str]:
     lines += [f"p, {SUPERUSER}, {name}.*, set, allow" for name in catalogue.inputs]
     lines += [f"p, {SUPERUSER}, {op}, call, allow" for op in catalogue.operations]
     lines += [f"p, {SUPERUSER}, {name}, rows:all, allow" for name in catalogue.scoped]
+    lines += [f"p, {SUPERUSER}, {name}, write:all, allow" for name in catalogue.scoped]
+    lines += [f"p, {SUPERUSER}, {name}, on_behalf, allow" for name in catalogue.attributions]
+    lines += [f"p, {SUPERUSER}, EmergencyGrant, grant:{level}, allow" for level in GRID_LEVELS]
     return lines
 
 

@@ -10,10 +10,11 @@ from datetime import datetime
 import strawberry
 from sqlalchemy import select
 
-from hub import models
+from hub import models, validation
 from hub.api.compiled.shapes import listing, lookup_of
 from hub.api.context import Context, Info
 from hub.api.ids import parse_global_id, pk_of
+from hub.api.scope import writes
 from hub.api.types.access import (
     AuditChainStatus,
     AuditRecordType,
@@ -233,8 +234,7 @@ async def _store_policy(
     concurrent changes one fails with CONFLICT (the version number is the primary key)."""
     context = info.context
     registry = context.registry
-    if not reason.strip():
-        raise BadUserInput("say why the policy changes", field="reason")
+    reason = validation.statement(reason, field="reason")
     context.audit_kind = "policy"
     async with context.db.transaction() as session:
         latest = await store.current(session)
@@ -256,7 +256,10 @@ async def _store_policy(
 
 @strawberry.type
 class AccessMutation:
-    @strawberry.mutation(description="Add and remove policy lines; applies in every worker.")
+    @strawberry.mutation(
+        description="Add and remove policy lines; applies in every worker.",
+        metadata=writes("PolicyVersion"),
+    )
     async def change_policy(self, info: Info, input: ChangePolicyInput) -> PolicyVersionType:
         return await _store_policy(  # type: ignore[return-value]
             info,
@@ -265,7 +268,10 @@ class AccessMutation:
             restores=None,
         )
 
-    @strawberry.mutation(description="Make an earlier version's policy the live one again.")
+    @strawberry.mutation(
+        description="Make an earlier version's policy the live one again.",
+        metadata=writes("PolicyVersion"),
+    )
     async def rollback_policy(self, info: Info, version: int, reason: str) -> PolicyVersionType:
         async with info.context.db.reader() as session:
             earlier = await store.get(session, version=version)
@@ -273,7 +279,11 @@ class AccessMutation:
             info, lambda _current: earlier.text, reason=reason, restores=version
         )
 
-    @strawberry.mutation(description="Break-glass: widen your own view for a while, on the record.")
+    @strawberry.mutation(
+        description="Break-glass: widen your own view for a while, on the record, over a grid "
+        "of a level your policy allows (`EmergencyGrant, grant:<level>`).",
+        metadata=writes("EmergencyGrant"),
+    )
     async def open_emergency_grant(
         self, info: Info, input: OpenEmergencyGrantInput
     ) -> EmergencyGrantType:
@@ -288,11 +298,12 @@ class AccessMutation:
                 reason=input.reason,
                 grid_code=input.grid_code,
                 minutes=input.minutes,
+                levels=context.access.profile.grant_levels,
             )
         await context.registry.sync(context.db.database)
         return grant  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("EmergencyGrant"))
     async def close_emergency_grant(self, info: Info, id: strawberry.ID) -> EmergencyGrantType:
         context = info.context
         context.audit_kind = "emergency"

@@ -18,6 +18,7 @@ from hub import models
 from hub.api.compiled.shapes import listing
 from hub.api.context import Context, Info
 from hub.api.ids import pk_of
+from hub.api.scope import writes
 from hub.api.types.common import Connection, Listing, SortDirection, paginate
 from hub.api.types.sync import (
     QuarantineStatus,
@@ -158,7 +159,8 @@ class SyncMutation:
     @strawberry.mutation(
         description="Mark an open quarantined record as dealt with: it leaves the open list "
         'and `reason` keeps "discarded: <your reason>". To take it in again instead, fix the '
-        "source or the mapping and run `gridhub sync replay NAME`."
+        "source or the mapping and run `gridhub sync replay NAME`.",
+        metadata=writes("SyncQuarantineItem"),
     )
     async def discard_quarantined(
         self, info: Info, id: strawberry.ID, reason: str

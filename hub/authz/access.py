@@ -43,6 +43,20 @@ class Access:
             clauses.append(UNDER_GRIDS[entity](self.emergency_paths))
         return statement.where(or_(*clauses) if clauses else false())
 
+    def writable(self, statement: S, entity: type[Any]) -> S:
+        """Narrow a SELECT over `entity` to the rows this viewer may change (its write scopes).
+        Emergency grants widen what a viewer reads, never what it writes."""
+        type_name = TYPE_OF_MODEL.get(entity)
+        if type_name is None:
+            raise LookupError(f"{entity.__name__} has no row scope")  # a programming error
+        scopes = self.profile.write_scopes.get(type_name, frozenset())
+        if "all" in scopes:
+            return statement
+        clauses = [
+            scope_clause(entity, scope, self.viewer, writing=True) for scope in sorted(scopes)
+        ]
+        return statement.where(or_(*clauses) if clauses else false())
+
     def tracks(self, entity: type[Any]) -> bool:
         """Whether naming a row's secret tracking code is enough to see it (scope `tracked`):
         the resident who submitted a feedback item follows it with its code."""

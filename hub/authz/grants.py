@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import validation
 from hub.authz.models import EmergencyGrant
 from hub.authz.scopes import in_subtrees
 from hub.db import utcnow
@@ -41,21 +42,32 @@ async def open_grant(
     reason: str,
     grid_code: str,
     minutes: int,
+    levels: frozenset[str],
     now: datetime | None = None,
 ) -> EmergencyGrant:
-    if not reason.strip():
-        raise BadUserInput("an emergency grant needs a reason", field="reason")
+    """Open a grant over `grid_code`, whose level must be one of `levels` (the role's
+    `EmergencyGrant, grant:<level>` lines): the policy bounds how much one grant unmasks."""
+    # Bounded, one line: it is shown on the auditors' pages and kept with the grant for good.
+    reason = validation.statement(reason, field="reason")
     if not 1 <= minutes <= MAX_MINUTES:
         raise BadUserInput(
             f"minutes must be between 1 and {MAX_MINUTES}", field="minutes", maximum=MAX_MINUTES
         )
-    if await session.scalar(select(Grid.id).where(Grid.code == grid_code)) is None:
+    level = await session.scalar(select(Grid.level).where(Grid.code == grid_code))
+    if level is None:
         raise BadUserInput(f"unknown grid code {grid_code!r}", field="gridCode")
+    if level not in levels:
+        raise BadUserInput(
+            f"your role may open grants on a {' or '.join(sorted(levels)) or 'no grid'}, "
+            f"not a {level}",
+            field="gridCode",
+            allowedLevels=sorted(levels),
+        )
     opened = now or utcnow()
     grant = EmergencyGrant(
         subject=subject,
         role=role,
-        reason=reason.strip(),
+        reason=reason,
         grid_code=grid_code,
         opened_at=opened,
         expires_at=opened + timedelta(minutes=minutes),

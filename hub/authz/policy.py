@@ -33,7 +33,29 @@ CALL = "call"
 SET = "set"
 ROWS_PREFIX = "rows:"
 SCOPES = ("all", "own_grids", "own_department", "published", "own", "tracked")
-ACTIONS = frozenset({READ, READ_MASKED, CALL, SET, *(ROWS_PREFIX + s for s in SCOPES)})
+# Which rows of a type a subject may change or create, in the read scopes' vocabulary (a row
+# shown only because it is published or tracked is never writable through that).
+WRITE_PREFIX = "write:"
+WRITE_SCOPES = ("all", "own_grids", "own_department", "own")
+# An attribution input (the department a notice is issued by, who reported an event) names
+# someone other than the caller: without this, it may only name the caller's own.
+ON_BEHALF = "on_behalf"
+# The grid levels a subject may open an emergency grant on (`EmergencyGrant, grant:community`).
+GRANT_PREFIX = "grant:"
+GRANT_LEVEL = re.compile(r"^[a-z][a-z_]*$")
+ACTIONS = frozenset(
+    {
+        READ,
+        READ_MASKED,
+        CALL,
+        SET,
+        ON_BEHALF,
+        *(ROWS_PREFIX + s for s in SCOPES),
+        *(WRITE_PREFIX + s for s in WRITE_SCOPES),
+    }
+)
+# Actions whose object is a type (`Resident`), not a member (`Resident.name`).
+TYPE_ACTION_PREFIXES = (ROWS_PREFIX, WRITE_PREFIX, GRANT_PREFIX)
 EFFECTS = frozenset({"allow", "deny"})
 
 SENSITIVE = "sensitive"
@@ -224,9 +246,10 @@ def _rule(tokens: list[str], number: int, source: str) -> Rule:
             line=number,
             source=source,
         )
-    if action not in ACTIONS:
+    if action not in ACTIONS and not _is_grant_level(action):
         raise PolicyError(
-            f"unknown action {action!r} (one of {', '.join(sorted(ACTIONS))})",
+            f"unknown action {action!r} (one of {', '.join(sorted(ACTIONS))}, "
+            f"or {GRANT_PREFIX}<grid level>)",
             line=number,
             source=source,
         )
@@ -235,13 +258,18 @@ def _rule(tokens: list[str], number: int, source: str) -> Rule:
             f"effect must be allow or deny, not {effect!r}", line=number, source=source
         )
     is_type = "." not in obj
-    if action.startswith(ROWS_PREFIX) != is_type:
+    if action.startswith(TYPE_ACTION_PREFIXES) != is_type:
         raise PolicyError(
-            "row scopes (rows:...) take a type (Resident); other actions take Type.field",
+            "row scopes (rows:..., write:...) and grant levels (grant:...) take a type "
+            "(Resident); other actions take Type.field",
             line=number,
             source=source,
         )
     return Rule(subject, obj, action, effect, number)
+
+
+def _is_grant_level(action: str) -> bool:
+    return action.startswith(GRANT_PREFIX) and bool(GRANT_LEVEL.match(action[len(GRANT_PREFIX) :]))
 
 
 def _link(tokens: list[str], number: int, source: str) -> Link:

@@ -17,13 +17,17 @@ from functools import cached_property
 from hub.authz import masking
 from hub.authz.policy import (
     CALL,
+    GRANT_PREFIX,
     MASK_PREFIX,
+    ON_BEHALF,
     READ,
     READ_MASKED,
     ROWS_PREFIX,
     SCOPES,
     SENSITIVE,
     SET,
+    WRITE_PREFIX,
+    WRITE_SCOPES,
     Policy,
     PolicyError,
 )
@@ -33,6 +37,14 @@ from hub.authz.policy import (
 MASKED_TOGETHER: dict[str, tuple[str, ...]] = {
     # 110105********1234: the eight hidden digits are the birth date (YYYYMMDD).
     "Resident.idNumber": ("Resident.birthDate",),
+}
+
+
+# Fields that tell what a masked field hides: readable only by a role that reads the other in
+# full. A pending registration (Resident.duplicateOf) says that its ID number is registered to
+# someone else, which is exactly the probe the mask must defeat.
+NEEDS_FULL: dict[str, tuple[str, ...]] = {
+    "Resident.duplicateOf": ("Resident.idNumber",),
 }
 
 
@@ -56,6 +68,12 @@ class Catalogue:
     operations: tuple[str, ...]
     # Types that have rows of their own, and the scopes each supports.
     scoped: Mapping[str, frozenset[str]]
+    # "Mutation.acceptEvent" -> "Event": the type whose rows each mutation changes or creates,
+    # declared next to the mutation (hub.api.scope.writes).
+    writes: Mapping[str, str] = field(default_factory=dict)
+    # Input fields that attribute a row to someone (a notice's issuing department, an
+    # event's reporter): the caller's own, unless the policy grants `on_behalf`.
+    attributions: frozenset[str] = frozenset()
 
     def field_objects(self) -> Iterable[str]:
         for type_name, names in self.types.items():
@@ -84,6 +102,12 @@ class Profile:
     sensitive: frozenset[str]
     # Masked fields -> their mask kind.
     masks: Mapping[str, str] = field(default_factory=dict)
+    # Types -> the scopes whose union the role may change or create rows in (`write:<scope>`).
+    write_scopes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Attribution inputs the role may set to someone other than itself (`on_behalf`).
+    on_behalf: frozenset[str] = frozenset()
+    # Grid levels the role may open an emergency grant on (`EmergencyGrant, grant:<level>`).
+    grant_levels: frozenset[str] = frozenset()
 
     def level(self, name: str) -> Level:
         return self.fields.get(name, Level.HIDDEN)
@@ -162,22 +186,59 @@ def compile_profile(
                     f"{subject} reads {masked} masked but {other} in full, which shows what the "
                     f"mask hides: mask or hide {other} for {subject} too"
                 )
-    scopes = {
-        type_name: frozenset(
-            scope for scope in supported if decide(policy, subject, type_name, ROWS_PREFIX + scope)
-        )
-        for type_name, supported in catalogue.scoped.items()
-    }
+    for telling, needed in NEEDS_FULL.items():
+        if telling in fields and any(fields.get(n) is not Level.FULL for n in needed):
+            raise PolicyError(
+                f"{subject} reads {telling}, which gives away what {', '.join(needed)} "
+                f"holds, without reading that in full: deny {telling} for {subject}"
+            )
+    scopes = _scopes(policy, catalogue, subject, ROWS_PREFIX, SCOPES)
+    write_scopes = _scopes(policy, catalogue, subject, WRITE_PREFIX, WRITE_SCOPES)
+    operations = frozenset(o for o in catalogue.operations if decide(policy, subject, o, CALL))
+    for operation in sorted(operations):
+        written = catalogue.writes.get(operation)
+        if written is not None and not write_scopes.get(written):
+            raise PolicyError(
+                f"{subject} may call {operation}, which changes {written} rows, but has no "
+                f"write scope for them (add `p, {subject}, {written}, write:<scope>, allow`)"
+            )
+    inputs = frozenset(i for i in catalogue.input_objects() if decide(policy, subject, i, SET))
     return Profile(
         role=subject,
         version=version,
         fields=fields,
         scopes=scopes,
-        operations=frozenset(o for o in catalogue.operations if decide(policy, subject, o, CALL)),
-        inputs=frozenset(i for i in catalogue.input_objects() if decide(policy, subject, i, SET)),
+        operations=operations,
+        inputs=inputs,
         sensitive=frozenset(n for n in fields if SENSITIVE in policy.classes.get(n, ())),
         masks=masks,
+        write_scopes=write_scopes,
+        on_behalf=frozenset(
+            a
+            for a in catalogue.attributions
+            if a in inputs and decide(policy, subject, a, ON_BEHALF)
+        ),
+        grant_levels=frozenset(
+            rule.action[len(GRANT_PREFIX) :]
+            for rule in policy.rules
+            if rule.action.startswith(GRANT_PREFIX)
+            and decide(policy, subject, "EmergencyGrant", rule.action)
+        ),
     )
+
+
+def _scopes(
+    policy: Policy, catalogue: Catalogue, subject: str, prefix: str, known: Iterable[str]
+) -> dict[str, frozenset[str]]:
+    """Per type with rows of its own, the scopes (of `known`, under `prefix`) the subject has."""
+    return {
+        type_name: frozenset(
+            scope
+            for scope in known
+            if scope in supported and decide(policy, subject, type_name, prefix + scope)
+        )
+        for type_name, supported in catalogue.scoped.items()
+    }
 
 
 def _mask_kind(policy: Policy, catalogue: Catalogue, name: str) -> str:
@@ -201,32 +262,67 @@ def check_objects(policy: Policy, catalogue: Catalogue) -> None:
     operations = set(catalogue.operations)
     for rule in policy.rules:
         obj, action = rule.object, rule.action
-        if action.startswith(ROWS_PREFIX):
-            supported = catalogue.scoped.get(obj)
-            if supported is None:
-                raise PolicyError(f"{obj} has no rows of its own to scope", line=rule.line)
-            scope = action[len(ROWS_PREFIX) :]
-            if scope not in supported:
+        if action.startswith(GRANT_PREFIX):
+            if obj != "EmergencyGrant":
                 raise PolicyError(
-                    f"{obj} supports the scopes {', '.join(sorted(supported))}, not {scope}",
+                    f"grant levels bound emergency grants: {action} takes EmergencyGrant",
                     line=rule.line,
                 )
             continue
-        type_name, _, member = obj.partition(".")
-        if action in (READ, READ_MASKED):
-            known, names = fields, catalogue.types
-        elif action == SET:
-            known, names = inputs, catalogue.inputs
-        else:  # CALL
-            known, names = operations, {}
-        if member == "*" and action != CALL:
-            if type_name not in names:
-                raise PolicyError(f"{action} names an unknown type {type_name}", line=rule.line)
-        elif obj not in known:
-            raise PolicyError(f"{action} names {obj}, which does not exist", line=rule.line)
+        for prefix, vocabulary in ((ROWS_PREFIX, SCOPES), (WRITE_PREFIX, WRITE_SCOPES)):
+            if action.startswith(prefix):
+                _check_scope(catalogue, obj, action[len(prefix) :], vocabulary, rule.line)
+                break
+        else:
+            _check_member(catalogue, obj, action, rule.line, fields, inputs, operations)
     for link in policy.links:
         if link.kind == "g2" and link.member not in fields:
             raise PolicyError(f"g2 classes {link.member}, which does not exist", line=link.line)
+
+
+def _check_scope(
+    catalogue: Catalogue, obj: str, scope: str, vocabulary: Iterable[str], line: int
+) -> None:
+    supported = catalogue.scoped.get(obj)
+    if supported is None:
+        raise PolicyError(f"{obj} has no rows of its own to scope", line=line)
+    usable = supported & frozenset(vocabulary)
+    if scope not in usable:
+        raise PolicyError(
+            f"{obj} supports the scopes {', '.join(sorted(usable))}, not {scope}", line=line
+        )
+
+
+def _check_member(
+    catalogue: Catalogue,
+    obj: str,
+    action: str,
+    line: int,
+    fields: set[str],
+    inputs: set[str],
+    operations: set[str],
+) -> None:
+    type_name, _, member = obj.partition(".")
+    if action == ON_BEHALF:
+        if obj not in catalogue.attributions:
+            raise PolicyError(
+                f"on_behalf names {obj}, which is not an attribution input "
+                f"(one of {', '.join(sorted(catalogue.attributions))})",
+                line=line,
+            )
+        return
+    names: Mapping[str, tuple[str, ...]]
+    if action in (READ, READ_MASKED):
+        known, names = fields, catalogue.types
+    elif action == SET:
+        known, names = inputs, catalogue.inputs
+    else:  # CALL
+        known, names = operations, {}
+    if member == "*" and action != CALL:
+        if type_name not in names:
+            raise PolicyError(f"{action} names an unknown type {type_name}", line=line)
+    elif obj not in known:
+        raise PolicyError(f"{action} names {obj}, which does not exist", line=line)
 
 
 ALL_SCOPES = frozenset(SCOPES)

@@ -72,6 +72,33 @@ UNDER_GRIDS: Mapping[type[Any], Callable[[tuple[str, ...]], Clause]] = {
     Notice: _linked_under(notice_grids, "notice_id", Notice),
 }
 
+
+def _wholly_under(
+    link: Any, owner_column: Any, owner: type[Any]
+) -> Callable[[tuple[str, ...]], Clause]:
+    """Rows all of whose linked grids lie under `paths` (a write must not reach past them: a
+    notice for a community and the whole district is not the community office's to change)."""
+
+    def clause(paths: tuple[str, ...]) -> Clause:
+        alias = link.alias()
+        grid = aliased(Grid)
+        outside = exists(
+            select(1)
+            .select_from(alias)
+            .join(grid, grid.id == alias.c.grid_id)
+            .where(alias.c[owner_column] == owner.id, ~in_subtrees(grid.path, paths))
+        ).correlate(owner)
+        return _linked_under(link, owner_column, owner)(paths) & ~outside
+
+    return clause
+
+
+# For writes, per type linked to several grids: rows wholly under the grid paths.
+WHOLLY_UNDER_GRIDS: Mapping[type[Any], Callable[[tuple[str, ...]], Clause]] = {
+    Member: _wholly_under(member_grids, "member_id", Member),
+    Notice: _wholly_under(notice_grids, "notice_id", Notice),
+}
+
 # Per type: the column that says which department a row is assigned to.
 DEPARTMENT_COLUMN: Mapping[type[Any], Any] = {
     Event: Event.department_id,
@@ -87,8 +114,9 @@ PUBLISHED: Mapping[type[Any], Clause] = {Notice: Notice.status == "published"}
 SUBJECT_COLUMN: Mapping[type[Any], Any] = {EmergencyGrant: EmergencyGrant.subject}
 
 # Types whose rows show to whoever names their secret tracking code (`tracked`): no list, no
-# lookup by id, only the lookup by code (hub.api.queries.Query.feedback).
-TRACKED: frozenset[type[Any]] = frozenset({Feedback})
+# lookup by id, only the lookup by code (hub.api.queries.Query.feedback, Query.event: an
+# event's code is what its reporter follows it by).
+TRACKED: frozenset[type[Any]] = frozenset({Feedback, Event})
 
 # The types with rows of their own, by GraphQL name, and the scopes each one supports.
 SCOPED_TYPES: Mapping[str, type[Any]] = {
@@ -125,10 +153,14 @@ def supported_scopes(model: type[Any]) -> frozenset[str]:
     return frozenset(scopes)
 
 
-def scope_clause(model: type[Any], scope: str, viewer: Viewer) -> Clause:
+def scope_clause(model: type[Any], scope: str, viewer: Viewer, *, writing: bool = False) -> Clause:
+    """The rows of `model` in `scope` for `viewer`; `writing` narrows rows linked to several
+    grids to those wholly inside the viewer's grids."""
     if scope == "all":
         return true()
     if scope == "own_grids":
+        if writing and model in WHOLLY_UNDER_GRIDS:
+            return WHOLLY_UNDER_GRIDS[model](viewer.grid_paths)
         return UNDER_GRIDS[model](viewer.grid_paths)
     if scope == "own_department":
         if viewer.department_id is None:
