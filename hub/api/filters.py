@@ -65,6 +65,11 @@ class ResidentFilter:
     born_before: date | None = strawberry.field(default=None, description="Exclusive.")
     household_code: str | None = None
     id_number: str | None = None
+    pending_registration: bool | None = strawberry.field(
+        default=None,
+        description="true: only pending registrations (a registered ID number given again); "
+        "false: only registered records.",
+    )
 
 
 @strawberry.input
@@ -127,6 +132,7 @@ async def resident_filter(
         born_before=given.born_before,
         household_code=given.household_code,
         id_number=given.id_number,
+        pending=given.pending_registration,
     )
 
 

@@ -11,11 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub import models
 from hub.api.context import Info
 from hub.api.ids import pk_of
+from hub.api.registrations import duplicate_claim
 from hub.api.scope import (
+    attributed_department,
     require_created_in_scope,
     require_grid_in_scope,
-    require_visible,
+    require_on_behalf,
+    require_writable,
     visible,
+    writes,
 )
 from hub.api.types.common import CoordinatesInput
 from hub.api.types.events import EventCategory, EventTransitionType, EventType, Severity
@@ -23,7 +27,7 @@ from hub.api.types.feedback import FeedbackKind, FeedbackType
 from hub.api.types.notices import NoticeType
 from hub.api.types.residents import ResidentType
 from hub.authz import Access
-from hub.errors import BadUserInput, NotFound
+from hub.errors import BadUserInput
 from hub.events import service as events
 from hub.events.changes import EventChange
 from hub.events.states import Action
@@ -69,8 +73,11 @@ class ResidentInput:
 class CreateNoticeInput:
     title: str
     body: str = strawberry.field(description="Markdown.")
-    department_code: str
     grid_codes: list[str]
+    department_code: str | None = strawberry.field(
+        default=None,
+        description="The issuing department: your own (the default); another needs on_behalf.",
+    )
 
 
 @strawberry.input
@@ -92,7 +99,9 @@ async def _transition(
     context = info.context
     event_id = pk_of(id, "Event")
     async with context.db.transaction() as session:
-        await require_visible(session, context.access, models.Event, event_id, "event")
+        await require_writable(
+            session, context.access, models.Event, models.Event.id == event_id, "event"
+        )
         event, change = await events.transition_with_change(
             session,
             event_id=event_id,
@@ -109,18 +118,23 @@ async def _transition(
 async def _require_reporter_in_scope(
     session: AsyncSession, access: Access, report: events.EventReport
 ) -> None:
-    # A reporter outside the viewer's scope is refused exactly like one that does not exist.
+    # Naming who reported is an attribution (on_behalf); a reporter outside the viewer's scope
+    # is then refused exactly like one that does not exist.
+    require_on_behalf(access, "ReportEventInput.reporterSystem", report.reporter_system)
     for kind, model, pk in (
         ("member", models.Member, report.reporter_member_id),
         ("resident", models.Resident, report.reporter_resident_id),
     ):
+        require_on_behalf(access, f"ReportEventInput.reporter{kind.title()}Id", pk)
         if pk is not None and not await visible(session, access, model, model.id == pk):
             raise BadUserInput(f"unknown reporting {kind}", field="reporter")
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Report a new event; it starts as REPORTED.")
+    @strawberry.mutation(
+        description="Report a new event; it starts as REPORTED.", metadata=writes("Event")
+    )
     async def report_event(self, info: Info, input: ReportEventInput) -> EventType:
         context = info.context
         report = events.EventReport(
@@ -158,11 +172,14 @@ class Mutation:
         await context.broker.publish(change)
         return event  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Event"))
     async def accept_event(self, info: Info, id: strawberry.ID, note: str = "") -> EventType:
         return await _transition(info, id, Action.ACCEPT, note=note)  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Hand the event to a department (again, to re-dispatch).")
+    @strawberry.mutation(
+        description="Hand the event to a department (again, to re-dispatch).",
+        metadata=writes("Event"),
+    )
     async def dispatch_event(
         self,
         info: Info,
@@ -175,46 +192,54 @@ class Mutation:
             info, id, Action.DISPATCH, note=note, department_code=department_code, deadline=deadline
         )
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Event"))
     async def start_event(self, info: Info, id: strawberry.ID, note: str = "") -> EventType:
         return await _transition(info, id, Action.START, note=note)  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Event"))
     async def resolve_event(self, info: Info, id: strawberry.ID, note: str = "") -> EventType:
         return await _transition(info, id, Action.RESOLVE, note=note)  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Event"))
     async def close_event(self, info: Info, id: strawberry.ID, note: str = "") -> EventType:
         return await _transition(info, id, Action.CLOSE, note=note)  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Event"))
     async def reject_event(self, info: Info, id: strawberry.ID, reason: str) -> EventType:
         return await _transition(info, id, Action.REJECT, note=reason)  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Event"))
     async def reopen_event(self, info: Info, id: strawberry.ID, reason: str) -> EventType:
         return await _transition(info, id, Action.REOPEN, note=reason)  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Add a note to an event's timeline without changing status.")
+    @strawberry.mutation(
+        description="Add a note to an event's timeline without changing status.",
+        metadata=writes("Event"),
+    )
     async def add_event_note(self, info: Info, id: strawberry.ID, note: str) -> EventTransitionType:
         context = info.context
         event_id = pk_of(id, "Event")
         async with context.db.transaction() as session:
-            await require_visible(session, context.access, models.Event, event_id, "event")
+            await require_writable(
+                session, context.access, models.Event, models.Event.id == event_id, "event"
+            )
             line = await events.add_note(
                 session, event_id=event_id, actor=context.access.actor(), note=note
             )
         return line  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Notice"))
     async def create_notice(self, info: Info, input: CreateNoticeInput) -> NoticeType:
         access = info.context.access
+        department_code = attributed_department(
+            access, input.department_code, attribution="CreateNoticeInput.departmentCode"
+        )
         async with info.context.db.transaction() as session:
             notice = await notices.create(
                 session,
                 title=input.title,
                 body=input.body,
-                department_code=input.department_code,
+                department_code=department_code,
                 grid_codes=input.grid_codes,
             )
             await require_created_in_scope(
@@ -222,78 +247,98 @@ class Mutation:
             )
         return notice  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Notice"))
     async def publish_notice(self, info: Info, id: strawberry.ID) -> NoticeType:
         notice_id = pk_of(id, "Notice")
         async with info.context.db.transaction() as session:
-            await require_visible(session, info.context.access, models.Notice, notice_id, "notice")
+            await require_writable(
+                session, info.context.access, models.Notice, models.Notice.id == notice_id, "notice"
+            )
             notice = await notices.publish(session, notice_id=notice_id)
         return notice  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Notice"))
     async def retract_notice(self, info: Info, id: strawberry.ID) -> NoticeType:
         notice_id = pk_of(id, "Notice")
         async with info.context.db.transaction() as session:
-            await require_visible(session, info.context.access, models.Notice, notice_id, "notice")
+            await require_writable(
+                session, info.context.access, models.Notice, models.Notice.id == notice_id, "notice"
+            )
             notice = await notices.retract(session, notice_id=notice_id)
         return notice  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Submit a suggestion or complaint; returns its tracking code.")
+    @strawberry.mutation(
+        description="Submit a suggestion or complaint; returns its tracking code.",
+        metadata=writes("Feedback"),
+    )
     async def submit_feedback(self, info: Info, input: SubmitFeedbackInput) -> FeedbackType:
         async with info.context.db.transaction() as session:
+            if input.grid_code is not None:
+                await require_grid_in_scope(
+                    session, info.context.access, models.Feedback, input.grid_code, field="gridCode"
+                )
             item = await feedback.submit(
                 session, kind=input.kind.value, content=input.content, grid_code=input.grid_code
             )
         return item  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Feedback"))
     async def respond_to_feedback(
-        self, info: Info, tracking_code: str, response: str, department_code: str
+        self, info: Info, tracking_code: str, response: str, department_code: str | None = None
     ) -> FeedbackType:
         code = feedback.normalise_tracking_code(tracking_code)
+        access = info.context.access
         async with info.context.db.transaction() as session:
-            if not await visible(
-                session,
-                info.context.access,
-                models.Feedback,
-                models.Feedback.tracking_code == code,
-            ):
-                raise NotFound("feedback not found")
+            await require_writable(
+                session, access, models.Feedback, models.Feedback.tracking_code == code, "feedback"
+            )
+            # The answering department is the caller's own: a department answers for itself.
             item = await feedback.respond(
                 session,
                 tracking_code=tracking_code,
                 response=response,
-                department_code=department_code,
+                department_code=attributed_department(
+                    access, department_code, attribution="respondToFeedback.departmentCode"
+                ),
             )
         return item  # type: ignore[return-value]
 
-    @strawberry.mutation
+    @strawberry.mutation(metadata=writes("Resident"))
     async def create_resident(self, info: Info, input: ResidentInput) -> ResidentType:
         async with info.context.db.transaction() as session:
             if input.grid_code is not None:
                 await require_grid_in_scope(
                     session, info.context.access, models.Resident, input.grid_code, field="gridCode"
                 )
-            resident = await residents.create(session, changes=input.changes())
+            claim = await duplicate_claim(
+                session, info.context.access, input.id_number, excluding=None
+            )
+            resident = await residents.create(session, changes=input.changes(), claim=claim)
             await require_created_in_scope(
                 session, info.context.access, models.Resident, resident.id, field="gridCode"
             )
         return resident  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Change the given fields; omitted fields stay as they are.")
+    @strawberry.mutation(
+        description="Change the given fields; omitted fields stay as they are.",
+        metadata=writes("Resident"),
+    )
     async def update_resident(
         self, info: Info, id: strawberry.ID, input: ResidentInput
     ) -> ResidentType:
         resident_id = pk_of(id, "Resident")
         access = info.context.access
         async with info.context.db.transaction() as session:
-            await require_visible(session, access, models.Resident, resident_id, "resident")
+            await require_writable(
+                session, access, models.Resident, models.Resident.id == resident_id, "resident"
+            )
             if input.grid_code is not None:
                 await require_grid_in_scope(
                     session, access, models.Resident, input.grid_code, field="gridCode"
                 )
+            claim = await duplicate_claim(session, access, input.id_number, excluding=resident_id)
             resident = await residents.update(
-                session, resident_id=resident_id, changes=input.changes()
+                session, resident_id=resident_id, changes=input.changes(), claim=claim
             )
             await require_created_in_scope(
                 session, access, models.Resident, resident.id, field="gridCode"

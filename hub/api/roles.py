@@ -41,6 +41,7 @@ from graphql import (
 from graphql.pyutils import Undefined
 from strawberry import Schema
 
+from hub.api.scope import ATTRIBUTIONS, WRITES_KEY
 from hub.authz import masking
 from hub.authz.profile import Catalogue, Level, Profile
 from hub.authz.scopes import SCOPED_TYPES, supported_scopes
@@ -71,6 +72,7 @@ POLICY_TYPES = (
     "WebhookDelivery",
     "CompiledExecution",
     "FallbackCount",
+    "RegistrationAlert",
 )
 # Input types whose fields the policy governs (`set`).
 POLICY_INPUTS = (
@@ -105,6 +107,7 @@ REQUIRES: Mapping[str, tuple[str, ...]] = {
     "ResidentFilter.bornBefore": ("Resident.birthDate",),
     "ResidentFilter.householdCode": ("Resident.householdCode",),
     "ResidentFilter.idNumber": ("Resident.idNumber",),
+    "ResidentFilter.pendingRegistration": ("Resident.duplicateOf",),
     "ResidentSortField.NAME": ("Resident.name",),
     "ResidentSortField.BIRTH_DATE": ("Resident.birthDate",),
     "ResidentSortField.UPDATED_AT": ("Resident.updatedAt",),
@@ -222,7 +225,23 @@ def catalogue_of(schema: GraphQLSchema) -> Catalogue:
         inputs=inputs,
         operations=operations,
         scoped=scoped,
+        writes=_written_types(schema),
+        attributions=ATTRIBUTIONS,
     )
+
+
+def _written_types(schema: GraphQLSchema) -> dict[str, str]:
+    """Each mutation's declared type (hub.api.scope.writes). A mutation that declares none is a
+    programming error: its writes would escape the write scopes."""
+    written: dict[str, str] = {}
+    mutation = schema.mutation_type
+    for name, field in (mutation.fields if mutation else {}).items():
+        definition = (field.extensions or {}).get("strawberry-definition")
+        type_name = (definition.metadata or {}).get(WRITES_KEY) if definition else None
+        if type_name is None:
+            raise LookupError(f"Mutation.{name} does not declare the type it writes")
+        written[f"Mutation.{name}"] = type_name
+    return written
 
 
 class _Plan:

@@ -12,6 +12,7 @@ from strawberry.extensions import SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from hub.api import scalars
 from hub.api.access import AccessMutation, AccessQuery
 from hub.api.audit import AuditTrail
 from hub.api.compiled import execution as compiled
@@ -23,6 +24,7 @@ from hub.api.limits import GraphQLLimits
 from hub.api.mutations import Mutation
 from hub.api.queries import Query
 from hub.api.ratelimit import PublicWriteLimit
+from hub.api.registrations import RegistrationMutation, RegistrationQuery
 from hub.api.subscriptions import Subscription
 from hub.api.sync import SyncMutation, SyncQuery
 from hub.api.types.access import EmergencyGrantType
@@ -46,8 +48,12 @@ NODE_TYPES = [
 
 # The per-domain roots and access control's, as the one Query and Mutation of the full schema
 # (each role's schema is cut from it: hub.api.roles).
-FullQuery = merge_types("Query", (Query, AccessQuery, SyncQuery, CompiledExecutionQuery))
-FullMutation = merge_types("Mutation", (Mutation, AccessMutation, SyncMutation))
+FullQuery = merge_types(
+    "Query", (Query, AccessQuery, SyncQuery, CompiledExecutionQuery, RegistrationQuery)
+)
+FullMutation = merge_types(
+    "Mutation", (Mutation, AccessMutation, SyncMutation, RegistrationMutation)
+)
 
 
 class GridHubSchema(Schema):
@@ -106,6 +112,8 @@ def build_schema(limits: Limits | None = None) -> Schema:
             # After the limits: purpose for sensitive fields, and the access log.
             AuditTrail,
         ],
+        # DateTime refuses times no column can hold (hub.api.scalars).
+        scalar_overrides=scalars.OVERRIDES,
         config=StrawberryConfig(
             disable_field_suggestions=True,
             batching_config={"max_operations": limits.max_batch_operations},

@@ -273,7 +273,11 @@ class ResidentWriter(PageWriter):
         if numbers:
             pairs = cast(
                 "Select[Any]",
-                select(Resident.id, Resident.id_number).where(Resident.id_number.in_(numbers)),
+                # Registered records only: a pending one (a second record of a registered
+                # number) waits for a person to reconcile it and is never a match.
+                select(Resident.id, Resident.id_number).where(
+                    Resident.id_number.in_(numbers), Resident.duplicate_of_id.is_(None)
+                ),
             )
             statement = access.rows(pairs, Resident)
             self.by_id_number = {n: i for i, n in (await self.session.execute(statement)).all()}

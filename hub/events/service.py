@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -323,3 +323,19 @@ async def add_note(
     await session.flush()
     await outbox.record_change(session, event=event, action=Action.NOTE.value)
     return line
+
+
+async def replace_reporter_resident(
+    session: AsyncSession, *, resident_id: int, by: int | None
+) -> None:
+    """Events reported by `resident_id` now name `by` (a reconciled registration); through the
+    unit of work, so the access log names each event changed."""
+    statement = select(Event).where(Event.reporter_resident_id == resident_id)
+    for event in (await session.scalars(statement)).all():
+        event.reporter_resident_id = by
+    await session.flush()
+
+
+async def count_reported_by_resident(session: AsyncSession, *, resident_id: int) -> int:
+    statement = select(func.count()).where(Event.reporter_resident_id == resident_id)
+    return int(await session.scalar(statement) or 0)

@@ -114,3 +114,11 @@ async def respond(
         flag_modified(feedback, column.key)
     await session.flush()
     return feedback
+
+
+async def replace_resident(session: AsyncSession, *, resident_id: int, by: int | None) -> None:
+    """Feedback from `resident_id` now names `by` (a reconciled registration)."""
+    statement = select(Feedback).where(Feedback.resident_id == resident_id)
+    for item in (await session.scalars(statement)).all():
+        item.resident_id = by
+    await session.flush()

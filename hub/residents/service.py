@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +17,7 @@ from hub.db import utcnow
 from hub.errors import BadUserInput, Conflict, NotFound
 from hub.grids import service as grids
 from hub.residents import idcard
-from hub.residents.models import Resident, ResidentTag
+from hub.residents.models import Resident, ResidentExternalId, ResidentTag
 
 KNOWN_TAGS = frozenset(
     {
@@ -43,6 +44,8 @@ class ResidentFilter:
     born_before: date | None = None
     household_code: str | None = None
     id_number: str | None = None
+    # True: only pending registrations; False: only registered records.
+    pending: bool | None = None
 
 
 def list_statement(filter: ResidentFilter) -> Select[Any]:
@@ -62,6 +65,9 @@ def list_statement(filter: ResidentFilter) -> Select[Any]:
         statement = statement.where(Resident.household_code == filter.household_code)
     if filter.id_number is not None:
         statement = statement.where(Resident.id_number == idcard.normalise(filter.id_number))
+    if filter.pending is not None:
+        pending = Resident.duplicate_of_id.is_not(None)
+        statement = statement.where(pending if filter.pending else ~pending)
     return statement
 
 
@@ -157,6 +163,47 @@ async def _flush_unique(session: AsyncSession) -> None:
         raise Conflict("a resident with this ID number already exists", field="idNumber") from None
 
 
+@dataclass(frozen=True, slots=True)
+class DuplicateClaim:
+    """A record whose ID number is registered to `holder_id`: it is kept as a pending
+    registration, made by `subject`, until someone who reads ID numbers in full reconciles it."""
+
+    holder_id: int
+    subject: str
+
+
+async def registered_holder(
+    session: AsyncSession, *, id_number: str, excluding: int | None = None
+) -> int | None:
+    """The registered resident (not a pending one) holding `id_number`, other than
+    `excluding`."""
+    statement = select(Resident.id).where(
+        Resident.id_number == idcard.normalise(id_number), Resident.duplicate_of_id.is_(None)
+    )
+    if excluding is not None:
+        statement = statement.where(Resident.id != excluding)
+    return await session.scalar(statement.limit(1))
+
+
+def _mark(resident: Resident, claim: DuplicateClaim | None) -> None:
+    if claim is None:
+        resident.duplicate_of_id = None
+        resident.duplicate_claimed_by = None
+        resident.duplicate_claimed_at = None
+    else:
+        resident.duplicate_of_id = claim.holder_id
+        resident.duplicate_claimed_by = claim.subject
+        resident.duplicate_claimed_at = utcnow()
+
+
+async def claims_since(session: AsyncSession, *, subject: str, since: datetime) -> int:
+    """How many pending registrations `subject` has made since `since` (auditors' alerts)."""
+    statement = select(func.count()).where(
+        Resident.duplicate_claimed_by == subject, Resident.duplicate_claimed_at >= since
+    )
+    return int(await session.scalar(statement) or 0)
+
+
 async def get(session: AsyncSession, *, resident_id: int) -> Resident:
     resident = await session.get(Resident, resident_id)
     if resident is None:
@@ -164,13 +211,17 @@ async def get(session: AsyncSession, *, resident_id: int) -> Resident:
     return resident
 
 
-async def create(session: AsyncSession, *, changes: ResidentChanges) -> Resident:
+async def create(
+    session: AsyncSession, *, changes: ResidentChanges, claim: DuplicateClaim | None = None
+) -> Resident:
+    """A new resident; with `claim`, a pending registration of a number registered to another."""
     for required in ("name", "id_number", "address", "grid_code"):
         if getattr(changes, required) is None:
             raise BadUserInput(f"{required} is required", field=required)
     tags = clean_tags(changes.tags or [])
     resident = Resident()
     await _apply(session, resident, changes)
+    _mark(resident, claim)
     session.add(resident)
     await _flush_unique(session)
     # A new resident has no tags to replace.
@@ -230,10 +281,19 @@ async def _locked(session: AsyncSession, resident_id: int) -> Resident:
     return resident
 
 
-async def update(session: AsyncSession, *, resident_id: int, changes: ResidentChanges) -> Resident:
+async def update(
+    session: AsyncSession,
+    *,
+    resident_id: int,
+    changes: ResidentChanges,
+    claim: DuplicateClaim | None = None,
+) -> Resident:
+    """Change the given fields. A new ID number is registered, or (with `claim`) pending."""
     tags = clean_tags(changes.tags) if changes.tags is not None else None
     resident = await _locked(session, resident_id)
     await _apply(session, resident, changes)
+    if changes.id_number is not None:
+        _mark(resident, claim)
     await _flush_unique(session)
     if tags is not None:
         if tags != await _tags_of(session, resident.id):
@@ -245,3 +305,57 @@ async def update(session: AsyncSession, *, resident_id: int, changes: ResidentCh
         await _set_tags(session, resident.id, tags)
         await session.flush()
     return resident
+
+
+class PendingOutcome(StrEnum):
+    """How a pending registration is reconciled by someone who reads ID numbers in full."""
+
+    # The same person, moved (迁移): the registered record takes the pending one's grid, address,
+    # contact and household, and its tags; the pending record goes.
+    MOVED = "moved"
+    # Not this person (a mistyped number, or a probe): the pending record goes.
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    registered: Resident
+    removed_id: int
+
+
+async def reconcile(
+    session: AsyncSession, *, resident_id: int, outcome: PendingOutcome
+) -> Reconciled:
+    """Settle a pending registration. The caller re-points what other domains hold of the
+    removed record (events' reporters, feedback) before the unit of work ends."""
+    pending = await _locked(session, resident_id)
+    if pending.duplicate_of_id is None:
+        raise BadUserInput("this resident is not a pending registration", field="id")
+    registered = await _locked(session, pending.duplicate_of_id)
+    if outcome is PendingOutcome.MOVED:
+        registered.name = pending.name
+        registered.address = pending.address
+        registered.phone = pending.phone or registered.phone
+        registered.household_code = pending.household_code or registered.household_code
+        registered.grid_id = pending.grid_id
+        moved_tags = await _tags_of(session, pending.id)
+        merged = sorted({*await _tags_of(session, registered.id), *moved_tags})
+        await _set_tags(session, registered.id, merged)
+        external = select(ResidentExternalId).where(ResidentExternalId.resident_id == pending.id)
+        for row in (await session.scalars(external)).all():
+            row.resident_id = registered.id
+        registered.updated_at = utcnow()
+    await _set_tags(session, pending.id, [])
+    await session.flush()
+    return Reconciled(registered=registered, removed_id=pending.id)
+
+
+async def remove_reconciled(session: AsyncSession, *, resident_id: int) -> None:
+    """Delete a reconciled pending record, once nothing else refers to it."""
+    remaining = select(ResidentExternalId).where(ResidentExternalId.resident_id == resident_id)
+    for row in (await session.scalars(remaining)).all():
+        await session.delete(row)
+    pending = await session.get(Resident, resident_id)
+    if pending is not None:
+        await session.delete(pending)
+    await session.flush()

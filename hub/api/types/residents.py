@@ -58,6 +58,17 @@ class ResidentType(Node):
     async def tags(root: Parent[models.Resident], info: Info) -> list[str]:
         return await info.context.loaders.resident_tags.load(root.id)
 
+    @strawberry.field(
+        description="A pending registration: the registered resident whose ID number this record "
+        "also gives (a move between grids, 迁移, until reconciled). Null for a registered record.",
+        metadata=to_one("duplicate_of_id"),
+    )
+    @staticmethod
+    async def duplicate_of(root: Parent[models.Resident], info: Info) -> ResidentType | None:
+        if root.duplicate_of_id is None:
+            return None
+        return await info.context.loaders.resident.load(root.duplicate_of_id)  # type: ignore[return-value]
+
     @strawberry.field(metadata=to_many("resident_external_ids"))
     @staticmethod
     async def external_ids(root: Parent[models.Resident], info: Info) -> list[ExternalId]:
