@@ -149,23 +149,17 @@ def input_keys(value: Any) -> Iterator[str]:
             yield from input_keys(element)
 
 
-def note_sensitive_inputs(context: Context, *inputs: Any) -> None:
+def note_sensitive_inputs(context: Context, *inputs: Any) -> tuple[frozenset[str], ...]:
     """Filters and sort keys that reveal a sensitive field read it as surely as selecting it
     (a birth-date range finds a birth date; a BIRTH_DATE cursor carries one): they need a
-    purpose too, and go on the operation's read record."""
+    purpose too, and go on the operation's read record. Returns the sensitive fields each input
+    uses, in order: the list that used them names the rows it found on the record too
+    (`Listing.found_by`, `Listing.ordered_by`)."""
     sensitive = context.access.profile.sensitive
-    if not sensitive:
-        return
-    used = {
-        need
-        for value in inputs
-        if value is not None
-        for key in input_keys(value)
-        for need in REQUIRES.get(key, ())
-        if need in sensitive
-    }
+    per_input = tuple(_sensitive_uses(value, sensitive) for value in inputs)
+    used = frozenset[str]().union(*per_input)
     if not used:
-        return
+        return per_input
     if context.purpose is None:
         raise GraphQLError(
             f"filtering or sorting by {', '.join(sorted(used))} needs a stated purpose: send "
@@ -173,6 +167,15 @@ def note_sensitive_inputs(context: Context, *inputs: Any) -> None:
             extensions={"code": "PURPOSE_REQUIRED", "fields": sorted(used)},
         )
     context.reads.fields.update(used)
+    return per_input
+
+
+def _sensitive_uses(value: Any, sensitive: frozenset[str]) -> frozenset[str]:
+    if value is None or not sensitive:
+        return frozenset()
+    return frozenset(
+        need for key in input_keys(value) for need in REQUIRES.get(key, ()) if need in sensitive
+    )
 
 
 class AuditTrail(SchemaExtension):

@@ -180,7 +180,7 @@ ID_ONLY = {
 async def list_grids(
     context: Context, filter: GridFilter | None = None, order_by: GridOrder | None = None
 ) -> Listing:
-    note_sensitive_inputs(context, filter, order_by)
+    found_by, ordered_by = note_sensitive_inputs(context, filter, order_by)
     order = order_by or GridOrder()
     statement = grids.list_statement(level=None, parent_id=None)
     if filter is not None:  # codes to resolve: no filter needs no session
@@ -196,7 +196,8 @@ async def list_grids(
                 root = await grids.resolve_code(session, code=filter.in_grid)
                 statement = statement.where(grids.subtree_of(root.path))
     statement = context.access.rows(statement, models.Grid)
-    return Listing(models.Grid, statement, GRID_KEYS[order.field], order.direction)
+    key = GRID_KEYS[order.field]
+    return Listing(models.Grid, statement, key, order.direction, "id", found_by, ordered_by)
 
 
 async def list_departments(context: Context) -> Listing:
@@ -205,7 +206,7 @@ async def list_departments(context: Context) -> Listing:
 
 
 async def list_members(context: Context, filter: MemberFilter | None = None) -> Listing:
-    note_sensitive_inputs(context, filter)
+    (found_by,) = note_sensitive_inputs(context, filter)
     domain_filter = members.MemberFilter()
     if filter is not None:  # codes to resolve: no filter needs no session
         async with context.db.reader() as session:
@@ -219,7 +220,7 @@ async def list_members(context: Context, filter: MemberFilter | None = None) -> 
                 is_party_member=filter.is_party_member,
             )
     statement = context.access.rows(members.list_statement(domain_filter), models.Member)
-    return Listing(models.Member, statement, ID_ONLY["member"])
+    return Listing(models.Member, statement, ID_ONLY["member"], found_by=found_by)
 
 
 async def list_residents(
@@ -227,33 +228,35 @@ async def list_residents(
     filter: ResidentFilter | None = None,
     order_by: ResidentOrder | None = None,
 ) -> Listing:
-    note_sensitive_inputs(context, filter, order_by)
+    found_by, ordered_by = note_sensitive_inputs(context, filter, order_by)
     order = order_by or ResidentOrder()
     domain_filter = residents.ResidentFilter()
     if filter is not None:  # codes to resolve: no filter needs no session
         async with context.db.reader() as session:
             domain_filter = await resident_filter(session, filter)
     statement = context.access.rows(residents.list_statement(domain_filter), models.Resident)
-    return Listing(models.Resident, statement, RESIDENT_KEYS[order.field], order.direction)
+    key = RESIDENT_KEYS[order.field]
+    return Listing(models.Resident, statement, key, order.direction, "id", found_by, ordered_by)
 
 
 async def list_events(
     context: Context, filter: EventFilter | None = None, order_by: EventOrder | None = None
 ) -> Listing:
-    note_sensitive_inputs(context, filter, order_by)
+    found_by, ordered_by = note_sensitive_inputs(context, filter, order_by)
     order = order_by or EventOrder()
     domain_filter = events.EventFilter()
     if filter is not None:  # codes to resolve: no filter needs no session
         async with context.db.reader() as session:
             domain_filter = await event_filter(session, filter)
     statement = context.access.rows(events.list_statement(domain_filter), models.Event)
-    return Listing(models.Event, statement, EVENT_KEYS[order.field], order.direction)
+    key = EVENT_KEYS[order.field]
+    return Listing(models.Event, statement, key, order.direction, "id", found_by, ordered_by)
 
 
 async def list_notices(
     context: Context, filter: NoticeFilter | None = None, order_by: NoticeOrder | None = None
 ) -> Listing:
-    note_sensitive_inputs(context, filter, order_by)
+    found_by, ordered_by = note_sensitive_inputs(context, filter, order_by)
     order = order_by or NoticeOrder()
     domain_filter = notices.NoticeFilter()
     if filter is not None:  # codes to resolve: no filter needs no session
@@ -264,11 +267,12 @@ async def list_notices(
         # A keyset key is never NULL: a NULL sorts differently on SQLite and PostgreSQL and
         # makes no cursor. Drafts have no publication time, so they have no place here.
         statement = statement.where(models.Notice.published_at.is_not(None))
-    return Listing(models.Notice, statement, NOTICE_KEYS[order.field], order.direction)
+    key = NOTICE_KEYS[order.field]
+    return Listing(models.Notice, statement, key, order.direction, "id", found_by, ordered_by)
 
 
 async def list_feedback(context: Context, filter: FeedbackFilter | None = None) -> Listing:
-    note_sensitive_inputs(context, filter)
+    (found_by,) = note_sensitive_inputs(context, filter)
     domain_filter = feedback.FeedbackFilter()
     if filter is not None:  # codes to resolve: no filter needs no session
         async with context.db.reader() as session:
@@ -278,7 +282,7 @@ async def list_feedback(context: Context, filter: FeedbackFilter | None = None) 
                 grid_ids=await grid_ids(session, filter.in_grid),
             )
     statement = context.access.rows(feedback.list_statement(domain_filter), models.Feedback)
-    return Listing(models.Feedback, statement, ID_ONLY["feedback"])
+    return Listing(models.Feedback, statement, ID_ONLY["feedback"], found_by=found_by)
 
 
 # --- lookups ----------------------------------------------------------------------------------

@@ -136,13 +136,14 @@ async def _connection(
     )
     page = pagination.page_of(query, await run.rows(query.statement), cursors=plan.cursors)
     read = by_position(names)
+    listing.note_found(run.reads, map(read(listing.id_name), page.items))
     builds = {id(p): await prepare(p, page.items, run, read) for p in node_plans}
     result: dict[str, Any] = {}
     for key, part in plan.parts:
         if part == TYPENAME:
             result[key] = plan.type_name
         elif part == "totalCount":
-            result[key] = await pagination.count(run.connection, listing.statement)
+            result[key] = await listing.count(run.connection, run.reads)
         elif isinstance(part, PageInfoPlan):
             result[key] = _page_info(part, page, query)
         elif isinstance(part, EdgesPlan):

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
 import strawberry
 from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hub import pagination
 from hub.api.compiled.shapes import global_id
 from hub.api.context import Context, Info
 from hub.api.ids import to_global_id
+from hub.authz.reads import ReadLog
 from hub.config import Limits
 from hub.errors import NotFound
 from hub.events.geo import wgs84_to_gcj02
@@ -87,12 +90,12 @@ class Connection(Generic[T]):
     edges: list[Edge[T]]
     nodes: list[T]
     page_info: PageInfo
-    statement: strawberry.Private[Select[Any]]
+    listing: strawberry.Private[Listing]
 
     @strawberry.field(description="All rows matching the filter, across every page.")
     async def total_count(self, info: Info) -> int:
         async with info.context.db.reader() as session:
-            return await pagination.count(session, self.statement)
+            return await self.listing.count(session, info.context.reads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +111,33 @@ class Listing:
     direction: SortDirection = SortDirection.ASC
     # The unique column that breaks ties in the ordering (the audit log's is `seq`).
     id_name: str = "id"
+    # The sensitive fields its filter and its sort key use (hub.api.audit.note_sensitive_inputs).
+    found_by: frozenset[str] = frozenset()
+    ordered_by: frozenset[str] = frozenset()
 
     @property
     def id_column(self) -> Any:
         return getattr(self.model, self.id_name)
+
+    def note_found(self, reads: ReadLog, ids: Iterable[Any]) -> None:
+        """A page found through a sensitive filter or sort key names its rows on the read
+        record, whatever the query selects of them: an id alone, found by an ID number, says
+        whose number it is."""
+        revealing = self.found_by | self.ordered_by
+        if revealing:
+            reads.add_rows(self.model.__name__, revealing, ids)
+
+    async def count(self, connection: AsyncSession | AsyncConnection, reads: ReadLog) -> int:
+        """`totalCount`. Through a sensitive filter the count itself answers a question about
+        the rows (one ID number: is this person registered here?), so it is taken by reading
+        their ids, and every one goes on the read record (audit.append keeps the first
+        thousand and counts the rest). A sensitive sort key changes no count."""
+        if not self.found_by:
+            return await pagination.count(connection, self.statement)
+        ids = self.statement.with_only_columns(self.id_column).order_by(None)
+        found = (await connection.scalars(ids)).all()
+        reads.add_rows(self.model.__name__, self.found_by, found)
+        return len(found)
 
     def page_request(
         self, *, first: int | None, after: str | None, last: int | None, before: str | None
@@ -180,6 +206,7 @@ async def paginate(
     )
     async with info.context.db.reader() as session:
         page = pagination.page_of(query, (await session.scalars(query.statement)).all())
+    listing.note_found(info.context.reads, (getattr(r, listing.id_name) for r in page.items))
     edges = [Edge(cursor=c, node=n) for c, n in zip(page.cursors, page.items, strict=True)]
     return Connection(
         edges=edges,
@@ -190,5 +217,5 @@ async def paginate(
             start_cursor=page.cursors[0] if page.cursors else None,
             end_cursor=page.cursors[-1] if page.cursors else None,
         ),
-        statement=listing.statement,
+        listing=listing,
     )
