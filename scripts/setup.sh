@@ -5,6 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 extras=${1:-runtime}
+uv_version=0.13.8
 
 find_python() {
   for candidate in python3.13 python3.12 python3.11 python3 python; do
@@ -28,8 +29,16 @@ spec="."
 stamp=".venv/.gridhub-installed-$extras"
 want=$(cat pyproject.toml | cksum)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+  # uv installs the same pinned packages as pip, fetching them in parallel: a fresh clone's
+  # install takes a third of pip's time (CI is always a fresh clone). pip is the fallback.
+  if .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$uv_version" &&
+    .venv/bin/uv pip install --quiet --python .venv/bin/python -e "$spec"; then
+    :
+  else
+    echo "setup: uv failed; installing with pip" >&2
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+  fi
   echo "$want" >"$stamp"
 fi
 

@@ -30,9 +30,12 @@ from tests.browser import (
 
 
 @pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    # Failure screenshots are this run's only: an old one would point at a fixed problem.
-    shutil.rmtree(artifacts_dir() / "failures", ignore_errors=True)
+async def browser(request: pytest.FixtureRequest) -> AsyncIterator[Browser]:
+    # Failure screenshots are this run's only: an old one would point at a fixed problem. Under
+    # pytest-xdist the controller clears them before the workers start (tests/conftest.py): a
+    # worker's browser starting late must not remove what the other worker kept.
+    if not hasattr(request.config, "workerinput"):
+        shutil.rmtree(artifacts_dir() / "failures", ignore_errors=True)
     async with launched_chromium() as launched:
         yield launched
 

@@ -6,7 +6,9 @@ plus the small world of tests/world.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -28,6 +30,62 @@ from tests.services import POSTGRES_URL, need_postgres
 from tests.world import World, build_world
 
 BACKENDS = os.environ.get("GRIDHUB_TEST_BACKENDS", "sqlite,postgres").split(",")
+
+
+# --- running in parallel (pytest-xdist; scripts/test.sh runs `-n 2 --dist loadgroup`) ---------
+#
+# Each worker is its own pytest session: its own databases (database_url), temp folders, event
+# loop, browser and servers on free ports. Tests spread one by one, except that tests sharing a
+# fixture wider than a test and narrower than the session (a module's server, a module's demo
+# data) run on one worker, in their usual order, so that fixture is built once as in a serial
+# run. A test that must not run beside some other test (a fixed port, a fixed file) names a group
+# itself: `@pytest.mark.xdist_group("name")` puts every test of that name on one worker.
+
+_SHARED_SCOPES = frozenset({"class", "module", "package"})
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not _is_xdist_worker(config) and getattr(config.option, "dist", "no") != "no"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        fixture_info = getattr(item, "_fixtureinfo", None)
+        if fixture_info is None:
+            continue
+        shares = any(
+            definitions and definitions[-1].scope in _SHARED_SCOPES
+            for name, definitions in fixture_info.name2fixturedefs.items()
+            if name in fixture_info.names_closure
+        )
+        if not shares:
+            continue
+        # Per backend: a module's fixtures over SQLite and over PostgreSQL are two anyway.
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database_url") if callspec is not None else None
+        module = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(f"{module}[{backend}]" if backend else module))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _is_xdist_controller(session.config):
+        return
+    # Once, before the workers: each would otherwise clear the failure screenshots the other had
+    # just kept (tests/browser_fixtures.py), or run `npm ci` into the same node_modules at once.
+    from tests.browser import artifacts_dir
+    from tests.http_audit.node import node_command
+
+    shutil.rmtree(artifacts_dir() / "failures", ignore_errors=True)
+    with contextlib.suppress(pytest.skip.Exception, pytest.fail.Exception):
+        # Without Node.js or when npm ci fails, the tests that need it say why themselves.
+        node_command("audit.mjs")
 
 
 async def _fresh_postgres_database() -> str:
