@@ -43,6 +43,34 @@ def text(value: str, *, field: str, max_length: int, required: bool = True) -> s
     return value
 
 
+# What someone states for the record (a break-glass or policy reason, a purpose): a sentence or
+# two. Bounded so that a 100,000-character reason cannot swell the access log, the policy
+# history and every page that shows them.
+MAX_STATEMENT_LENGTH = 500
+# Every control character, the line breaks included: a statement is one line wherever it is
+# shown, and a line break would let it forge lines in a text export of the log.
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def statement(value: str, *, field: str, max_length: int = MAX_STATEMENT_LENGTH) -> str:
+    """A reason or purpose stated for the record: one line of text, not empty, at most
+    `max_length` characters, with no control characters. The one check of all of them."""
+    value = value.strip()
+    if not value:
+        raise BadUserInput(f"{field} must not be empty", field=field)
+    if len(value) > max_length:
+        raise BadUserInput(
+            f"{field} is longer than {max_length} characters", field=field, maxLength=max_length
+        )
+    if _ANY_CONTROL.search(value):
+        raise BadUserInput(
+            f"{field} must be one line of text, without control characters", field=field
+        )
+    if _NOT_TEXT.search(value):
+        raise BadUserInput(f"{field} contains code points that are not characters", field=field)
+    return value
+
+
 def optional_text(value: str | None, *, field: str, max_length: int) -> str | None:
     if value is None:
         return None

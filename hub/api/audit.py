@@ -29,40 +29,47 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 from strawberry.utils.str_converters import to_camel_case
 
+from hub import validation
 from hub.api.context import Context
 from hub.api.roles import REQUIRES
 from hub.authz import audit, tracking
+from hub.errors import BadUserInput
 
 PURPOSE_HEADER = "x-gridhub-purpose"
 MAX_PURPOSE_CHARS = 200
 
 
 def header_text(value: str | None) -> str | None:
-    """HTTP header values are ASCII: a purpose in Chinese travels percent-encoded (UTF-8)."""
+    """The purpose header as text. It may be percent-encoded UTF-8 (`%E5%AE%B6%E8%AE%BF`), or
+    raw UTF-8 (`家访`): ASGI hands header bytes over as latin-1, so those are decoded again
+    as UTF-8 first, and any other non-ASCII byte is refused rather than stored garbled."""
     if value is None:
         return None
     try:
+        if not value.isascii():
+            value = value.encode("latin-1").decode("utf-8")
         return unquote(value, errors="strict")
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise GraphQLError(
-            "X-GridHub-Purpose must be percent-encoded UTF-8",
-            extensions={"code": "BAD_USER_INPUT"},
+            "X-GridHub-Purpose must be UTF-8: percent-encode it (%E5%AE%B6 for 家)",
+            extensions={"code": "BAD_USER_INPUT", "field": "purpose"},
         ) from None
 
 
 def clean_purpose(value: Any) -> str | None:
+    """A stated purpose, checked as every statement for the record is (hub.validation)."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
         raise GraphQLError(
-            "purpose must be a non-empty string", extensions={"code": "BAD_USER_INPUT"}
+            "purpose must be a string", extensions={"code": "BAD_USER_INPUT", "field": "purpose"}
         )
-    if len(value) > MAX_PURPOSE_CHARS:
+    try:
+        return validation.statement(value, field="purpose", max_length=MAX_PURPOSE_CHARS)
+    except BadUserInput as error:
         raise GraphQLError(
-            f"purpose takes at most {MAX_PURPOSE_CHARS} characters",
-            extensions={"code": "BAD_USER_INPUT", "maximum": MAX_PURPOSE_CHARS},
-        )
-    return value.strip()
+            error.message, extensions={"code": error.code, **error.extensions}
+        ) from None
 
 
 class _Selected(Visitor):
