@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -90,15 +90,18 @@ class ChangeFilter:
         return inside
 
 
+def token_expired() -> GraphQLError:
+    return GraphQLError(
+        "the token expired: reconnect with a fresh one", extensions={"code": "UNAUTHENTICATED"}
+    )
+
+
 def still_allowed(context: Context) -> None:
     """End the stream once its credential expires, the policy changes or the viewer's emergency
     grants do: its schema and scope were compiled for what was true when it subscribed."""
     viewer = context.access.viewer
     if viewer.expires_at is not None and viewer.expires_at <= utcnow():
-        raise GraphQLError(
-            "the token expired: reconnect with a fresh one",
-            extensions={"code": "UNAUTHENTICATED"},
-        )
+        raise token_expired()
     registry = context.registry
     if registry is not None and (
         registry.version != context.access.profile.version
@@ -123,6 +126,25 @@ async def credential_not_withdrawn(context: Context) -> None:
         raise GraphQLError(f"{reason}: sign in again", extensions={"code": "UNAUTHENTICATED"})
 
 
+async def next_change(changes: AsyncIterator[EventChange], context: Context) -> EventChange:
+    """The next change (StopAsyncIteration when the broker stops), or UNAUTHENTICATED at the
+    viewer's token expiry: a quiet feed must end then, not at whatever change comes next. The
+    wait cancelled at the expiry ends `changes` too, and nothing reads them after it."""
+    expires_at = context.access.viewer.expires_at
+    if expires_at is None:
+        return await anext(changes)
+    try:
+        return await asyncio.wait_for(anext(changes), _seconds_until(expires_at))
+    except TimeoutError:
+        # wait_for keeps the loop's clock, tokens the wall's: not a moment before the expiry.
+        await asyncio.sleep(_seconds_until(expires_at))
+        raise token_expired() from None
+
+
+def _seconds_until(moment: datetime) -> float:
+    return max(0.0, (moment - utcnow()).total_seconds())
+
+
 async def _stream(
     context: Context, selection: ChangeFilter
 ) -> AsyncGenerator[EventChangeType, None]:
@@ -130,7 +152,11 @@ async def _stream(
     # the operation or disconnects, strawberry cancels and closes it and the queue goes away.
     try:
         async with context.broker.subscribe() as changes:
-            async for change in changes:
+            while True:
+                try:
+                    change = await next_change(changes, context)
+                except StopAsyncIteration:
+                    break
                 # What the previous delivery read of sensitive fields goes on the record first.
                 await flush_reads(context, "eventChanged")
                 still_allowed(context)
