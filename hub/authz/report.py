@@ -21,11 +21,15 @@ from hub.authz.expectations import CLASS_ROLE, Expectation
 from hub.authz.policy import (
     CALL,
     MASK_PREFIX,
+    ON_BEHALF,
     READ,
     READ_MASKED,
     ROWS_PREFIX,
     SENSITIVE,
     SET,
+    TYPE_ACTION_PREFIXES,
+    WRITE_PREFIX,
+    WRITE_SCOPES,
     Link,
     Policy,
     PolicyError,
@@ -87,6 +91,12 @@ class Matrix:
     scopes: tuple[ScopeRow, ...]
     operations: tuple[PermissionRow, ...]
     inputs: tuple[PermissionRow, ...]
+    # The rows each role may change or create (write scopes), and the attribution inputs it
+    # may set to someone else (on_behalf).
+    writes: tuple[ScopeRow, ...] = ()
+    on_behalf: tuple[PermissionRow, ...] = ()
+    # The grid levels each role may open an emergency grant on (empty: none).
+    grant_levels: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 def matrix(policy: Policy, catalogue: Catalogue) -> Matrix:
@@ -115,6 +125,18 @@ def matrix(policy: Policy, catalogue: Catalogue) -> Matrix:
             PermissionRow(name, frozenset(r for r in roles if name in profiles[r].inputs))
             for name in catalogue.input_objects()
         ),
+        writes=tuple(
+            ScopeRow(
+                type_name,
+                {role: profiles[role].write_scopes.get(type_name, frozenset()) for role in roles},
+            )
+            for type_name in catalogue.scoped
+        ),
+        on_behalf=tuple(
+            PermissionRow(name, frozenset(r for r in roles if name in profiles[r].on_behalf))
+            for name in sorted(catalogue.attributions)
+        ),
+        grant_levels={role: profiles[role].grant_levels for role in roles},
     )
 
 
@@ -128,14 +150,20 @@ def _permission_cell(allowed: bool) -> str:
 
 def matrix_rows(m: Matrix) -> list[list[str]]:
     """The matrix as one table: kind, object, then a cell per role. Kinds: `field` (full,
-    masked, hidden), `rows` (the scopes, space separated, or none), `call` and `set`
+    masked, hidden), `rows` and `write` (the read and write scopes, space separated, or none),
+    `grant` (the grid levels of emergency grants, or none), `call`, `set` and `on_behalf`
     (allow, deny)."""
     rows = [["kind", "object", *m.roles]]
     rows += [["field", r.object, *(r.levels[role].value for role in m.roles)] for r in m.fields]
-    rows += [
-        ["rows", r.type_name, *(scope_cell(r.scopes[role]) for role in m.roles)] for r in m.scopes
-    ]
-    for kind, permissions in ((CALL, m.operations), (SET, m.inputs)):
+    for kind, scopes in (("rows", m.scopes), ("write", m.writes)):
+        rows += [
+            [kind, r.type_name, *(scope_cell(r.scopes[role]) for role in m.roles)] for r in scopes
+        ]
+    if m.grant_levels:
+        rows.append(
+            ["grant", "EmergencyGrant", *(scope_cell(m.grant_levels[role]) for role in m.roles)]
+        )
+    for kind, permissions in ((CALL, m.operations), (SET, m.inputs), (ON_BEHALF, m.on_behalf)):
         rows += [
             [kind, p.object, *(_permission_cell(role in p.allowed) for role in m.roles)]
             for p in permissions
@@ -183,14 +211,21 @@ def render_matrix_markdown(m: Matrix, *, source: str | None = None) -> str:
             [type_name, *m.roles],
             [[r.field_name, *(r.levels[role].value for role in m.roles)] for r in rows],
         )
-    lines += ["", "## Row scopes", ""]
+    for title, scopes in (("Row scopes", m.scopes), ("Write scopes", m.writes)):
+        lines += ["", f"## {title}", ""]
+        lines += _markdown_table(
+            ["Type", *m.roles],
+            [[r.type_name, *(scope_cell(r.scopes[role]) for role in m.roles)] for r in scopes],
+        )
+    lines += ["", "## Emergency grants (grid levels)", ""]
     lines += _markdown_table(
-        ["Type", *m.roles],
-        [[r.type_name, *(scope_cell(r.scopes[role]) for role in m.roles)] for r in m.scopes],
+        ["Grant", *m.roles],
+        [["EmergencyGrant", *(scope_cell(m.grant_levels.get(role, ())) for role in m.roles)]],
     )
     for title, header, permissions in (
         ("Operations (call)", "Operation", m.operations),
         ("Input fields (set)", "Input field", m.inputs),
+        ("Attributions (on_behalf)", "Input field", m.on_behalf),
     ):
         lines += ["", f"## {title}", ""]
         lines += _markdown_table(
@@ -337,11 +372,15 @@ def default_actions(catalogue: Catalogue, obj: str) -> tuple[str, ...]:
     if kind == "field":
         return (READ, READ_MASKED)
     if kind == "type":
-        return tuple(ROWS_PREFIX + scope for scope in sorted(catalogue.scoped[obj]))
+        supported = catalogue.scoped[obj]
+        return (
+            *(ROWS_PREFIX + scope for scope in sorted(supported)),
+            *(WRITE_PREFIX + scope for scope in sorted(supported & frozenset(WRITE_SCOPES))),
+        )
     if kind == "operation":
         return (CALL,)
     if kind == "input":
-        return (SET,)
+        return (SET, ON_BEHALF) if obj in catalogue.attributions else (SET,)
     return ()
 
 
@@ -592,7 +631,7 @@ def _ordered(names: Iterable[str], order: Iterable[str]) -> tuple[str, ...]:
 
 # --- expectations that name nothing ----------------------------------------------------------
 
-_KIND_OF_ACTION = {READ: "field", CALL: "operation", SET: "input"}
+_KIND_OF_ACTION = {READ: "field", CALL: "operation", SET: "input", ON_BEHALF: "input"}
 
 
 def expectation_problems(
@@ -611,7 +650,9 @@ def expectation_problems(
             elif e.action != SENSITIVE and not e.action.startswith(MASK_PREFIX):
                 problems.append((e, "a g2 expectation names sensitive or mask:<kind>"))
             continue
-        wanted = "type" if e.action.startswith(ROWS_PREFIX) else _KIND_OF_ACTION.get(e.action)
+        wanted = (
+            "type" if e.action.startswith(TYPE_ACTION_PREFIXES) else _KIND_OF_ACTION.get(e.action)
+        )
         if kind is None:
             problems.append(
                 (

@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Select
 
 from hub.authz.access import Access
 from hub.authz.profile import Profile
 from hub.authz.viewer import Viewer
 from hub.db import Database
+
+S = TypeVar("S", bound=Select[Any])
 
 
 class LivePolicy(Protocol):
@@ -78,8 +82,15 @@ class WritePermit:
         return self.access.can_call(operation)
 
     def narrowed(self, type_name: str) -> bool:
-        """Whether this connector sees only some rows of `type_name` (not scope `all`)."""
-        return "all" not in self.access.profile.scopes.get(type_name, frozenset())
+        """Whether this connector sees or writes only some rows of `type_name` (not `all`)."""
+        profile = self.access.profile
+        return "all" not in profile.scopes.get(type_name, frozenset()) or "all" not in (
+            profile.write_scopes.get(type_name, frozenset())
+        )
+
+    def writable(self, statement: S, entity: type[Any]) -> S:
+        """`statement` narrowed to the rows this connector may both read and write."""
+        return self.access.writable(self.access.rows(statement, entity), entity)
 
     def refused(self, input_objects: Iterable[str]) -> list[str]:
         """The input fields among `input_objects` this connector may not set, sorted."""

@@ -279,12 +279,16 @@ class ResidentWriter(PageWriter):
                     Resident.id_number.in_(numbers), Resident.duplicate_of_id.is_(None)
                 ),
             )
-            statement = access.rows(pairs, Resident)
+            # Matched records are written: the write scope narrows the match as the read
+            # scope does.
+            statement = access.writable(access.rows(pairs, Resident), Resident)
             self.by_id_number = {n: i for i, n in (await self.session.execute(statement)).all()}
             ids.update(self.by_id_number.values())
         self.residents = {}
         if ids:
-            visible = access.rows(select(Resident).where(Resident.id.in_(ids)), Resident)
+            visible = access.writable(
+                access.rows(select(Resident).where(Resident.id.in_(ids)), Resident), Resident
+            )
             self.residents = {r.id: r for r in await self.session.scalars(visible)}
         self.tags = {}
         if self.residents:
@@ -583,7 +587,7 @@ class EventWriter(PageWriter):
         )
         async with self.session.begin_nested():
             event = await events.report(self.session, report=report, actor=self.permit.subject)
-            visible = self.permit.access.rows(select(Event.id).where(Event.id == event.id), Event)
+            visible = self.permit.writable(select(Event.id).where(Event.id == event.id), Event)
             if await self.session.scalar(visible) is None:
                 raise BadUserInput("the record's grid is outside the connector's scope")
         self._link(mapped, event.id)
@@ -593,7 +597,7 @@ class EventWriter(PageWriter):
 
     async def _note(self, mapped: Mapped, link: SyncLink) -> Outcome:
         self._require_call("Mutation.addEventNote")
-        visible = self.permit.access.rows(select(Event.id).where(Event.id == link.record_id), Event)
+        visible = self.permit.writable(select(Event.id).where(Event.id == link.record_id), Event)
         if await self.session.scalar(visible) is None:
             raise RecordRejected(
                 "the linked event is outside the connector's scope", code="OUT_OF_SCOPE"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -24,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from hub.api.registry import SchemaRegistry
-from hub.authz.report import FieldRow
+from hub.authz.report import FieldRow, ScopeRow
 from hub.web import audit_log
 from hub.web.audit_policy import Analysis, PolicyLens, PolicyTextError
 from hub.web.site import QueryFailed, SignedIn, Site
@@ -151,7 +152,11 @@ class Console:
             only=only,
             shown=len(shown),
             total=len(matrix.fields),
-            scopes=matrix.scopes,
+            scope_tables=(
+                ScopeTable("scopes", matrix.scopes),
+                ScopeTable("writes", matrix.writes),
+                ScopeTable("grants", (ScopeRow("EmergencyGrant", matrix.grant_levels),)),
+            ),
             scope_cell=_scope_words,
             sensitive=analysis.sensitive,
         )
@@ -423,6 +428,14 @@ def _page(request: Request, size: int) -> dict[str, Any]:
         return {"last": size, "before": before}
     after = request.query_params.get("after")
     return {"first": size, "after": after or None}
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeTable:
+    """One table of scopes per role: read scopes, write scopes, grant levels."""
+
+    id: str
+    rows: tuple[ScopeRow, ...]
 
 
 def _scope_words(scopes: frozenset[str]) -> str:
