@@ -14,7 +14,8 @@ fi
 echo "Tokens (Authorization: Bearer ..., or paste one at /signin; valid 8 hours):"
 for role in dispatcher community_admin grid_worker health public_security auditor policy_admin; do
   case $role in
-    grid_worker | community_admin) extra="--grid C01" ;;
+    # The community office issues notices and answers feedback as its own department.
+    grid_worker | community_admin) extra="--grid C01 --department community_service" ;;
     health) extra="--department health" ;;
     public_security) extra="--department public_security" ;;
     *) extra="" ;;

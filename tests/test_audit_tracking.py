@@ -72,7 +72,13 @@ async def mutations(db: Database, operation: str) -> list[AuditRecord]:
 
 
 def office(settings: Settings) -> dict[str, str]:
-    return credentials(settings, "community_admin", subject="office-1", grids=["C1"])
+    return credentials(
+        settings,
+        "community_admin",
+        subject="office-1",
+        grids=["C1"],
+        department="community_service",
+    )
 
 
 async def test_publishing_and_retracting_a_notice_names_it_and_its_fields(

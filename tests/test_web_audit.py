@@ -631,7 +631,13 @@ async def test_roles_are_named_in_the_pages_language(auditor: httpx.AsyncClient)
 async def test_the_log_shows_each_records_detail(
     app: Any, world: World, auditor: httpx.AsyncClient, settings: Settings
 ) -> None:
-    office = credentials(settings, "community_admin", subject="office-1", grids=["C1"])
+    office = credentials(
+        settings,
+        "community_admin",
+        subject="office-1",
+        grids=["C1"],
+        department="community_service",
+    )
     notice = await graphql(
         app,
         office,
