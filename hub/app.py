@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         rate_limiter=rate_limiter,
     )
     # The pages: they run their persisted operations through the same view, in process.
-    site = build_site(Gateway(graphql), settings)
+    gateway = Gateway(graphql)
+    site = build_site(gateway, settings)
 
     # Scheduled connector runs in this process (GRIDHUB_RUN_CONNECTORS=1); otherwise a separate
     # `gridhub sync worker` runs them. A broken definition stops the start, with its line.
@@ -104,7 +105,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
             Mount(IDE_ASSETS_PATH, app=ide_assets()),
-            Mount("/open311/v2", app=open311_app()),
+            # Open311: an adapter over GraphQL operations, through the same view as the pages.
+            Mount("/open311/v2", app=open311_app(gateway)),
             # Last: the public site, the dispatch board and the auditors' console.
             Mount("/", app=site),
         ],

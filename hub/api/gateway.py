@@ -15,7 +15,8 @@ from strawberry.types import ExecutionResult
 
 from hub.api.context import Context
 from hub.api.http import GraphQLView
-from hub.authz import sessions
+from hub.authz import audit, sessions
+from hub.authz.identity import API_KEY_SCHEME_PREFIX, AuthenticationFailed
 from hub.authz.sessions import Session
 from hub.authz.viewer import ANONYMOUS, Viewer
 
@@ -32,6 +33,32 @@ class Gateway:
         """The viewer of a pasted token or API key (AuthenticationFailed when it does not
         verify: the failure is audited like any other)."""
         return await self._view.identify_credentials(f"Bearer {credential}", role, path=path)
+
+    async def identify_api_key(self, api_key: str | None, *, path: str) -> Viewer:
+        """The viewer of an API key given as a parameter (Open311's `api_key`), audited like
+        any other credential. Only an API key: a token there is refused, not verified, so a
+        form field never becomes another way to send a bearer token."""
+        if not api_key:
+            raise await self._refused("no api_key", path=path)
+        if not api_key.startswith(API_KEY_SCHEME_PREFIX):
+            raise await self._refused("malformed API key", path=path)
+        return await self.identify(api_key, role=None, path=path)
+
+    async def _refused(self, reason: str, *, path: str) -> AuthenticationFailed:
+        # The record /graphql writes for a bad credential, under the view's budget of them.
+        view = self._view
+        suppressed = view.failures.take()
+        if suppressed is not None:
+            detail: dict[str, Any] = {"reason": reason, "path": path}
+            if suppressed:
+                detail["suppressed"] = suppressed
+            await audit.append_now(
+                view.db,
+                audit.AuditEntry(
+                    kind="auth_failure", actor="unknown", role="", outcome="failed", detail=detail
+                ),
+            )
+        return AuthenticationFailed(reason)
 
     async def end_session(self, session: Session) -> None:
         """Sign-out, recorded so that a copy of the cookie is dead too."""

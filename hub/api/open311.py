@@ -9,78 +9,65 @@ clients (the 12345 hotline among them) work against the hub.
 | agency_responsible | the name of the department the event is dispatched to |
 | address / address_id | the name / code of the event's grid |
 
-Reads are public: they run as the `public` role, exactly as a GraphQL request without
-credentials, every SELECT passes through `Access.rows`, and a request shows only the fields the
-role reads (a hidden field is left out, a masked one is masked). A filter on a field the role
-cannot read in full is refused, as the GraphQL schema refuses it: a date range finds a date just
-as reading it does.
+An adapter over GraphQL, like the pages: every endpoint runs one of the persisted operations of
+`open311_operations/` through `hub.api.gateway.Gateway`, as its caller, so policy, row scope,
+masking, purpose, audit and limits are /graphql's own code. Reads run as the `public` role,
+exactly as a GraphQL request without credentials; a POST runs `reportEvent` as its `api_key`'s
+role. This module maps parameters to variables and results to Open311 documents, nothing more.
 
-Writes (POST requests) need `api_key`, a GridHub API key (hub.authz.apikeys) whose role may call
-`Mutation.reportEvent` and set every `ReportEventInput` field the request uses. They take the
-GraphQL mutation's path: the grid scope is checked first, the event must stay in the key's
-scope, and the audit record is written in the same transaction. A bad key is refused (403) and
-is an `auth_failure` record, like a bad credential on /graphql.
+Each operation is cut to the caller's role schema before it runs (`open311_operations.py`):
+a field, argument, filter or input field the schema does not offer is left out, and so is one
+that would need a stated purpose (Open311 has no way to state one). A field left out is absent
+from the answer (not null: null would claim the event has no such value), and a parameter whose
+variable was cut is refused (400; 403 for a POST's input; a lookup is 404, as missing). A policy
+change therefore reaches Open311 without a change here.
 
 GridHub extensions: POST takes the grid as `attribute[grid_code]` (the service definitions list
 it), `grid_code` or `address_id`; GET requests.json takes `updated_after` (inclusive, on
-updated_datetime) and `page`/`page_size` (default 50, at most 200).
+updated_datetime; the listing is then most recently updated first) and `page`/`page_size`
+(default 50, at most 200).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from hub.api.audit import FailureBudget
+from hub.api.gateway import Gateway
+from hub.api.open311_operations import Open311Operations, Prepared
 from hub.api.open311_xml import FORMATS, JSON_MEDIA_TYPE, XML_MEDIA_TYPE, error_response, respond
-from hub.api.registry import SchemaRegistry
-from hub.api.scope import require_created_in_scope, require_grid_in_scope
-from hub.authz import ANONYMOUS, PUBLIC_ROLE, Access, Viewer, audit, masking, tracking
-from hub.authz.identity import (
-    API_KEY_SCHEME_PREFIX,
-    AuthenticationFailed,
-    TokenVerifier,
-    authenticate,
-)
+from hub.authz import ANONYMOUS, Viewer
+from hub.authz.identity import AuthenticationFailed
 from hub.authz.profile import Level
-from hub.db import Database
-from hub.departments.models import Department
-from hub.errors import GridHubError
-from hub.events import service as events
-from hub.events.changes import EventChange
-from hub.events.models import Event
-from hub.events.states import OPEN_STATUSES, Action
-from hub.grids.models import Grid
-
-log = logging.getLogger(__name__)
+from hub.events.states import OPEN_STATUSES, Status
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
 # When the service list below last changed: clients refresh cached services when it moves.
 CHANGESET = "2025-01-01T00:00:00+00:00"
-OPERATION = "open311.createRequest"
-REPORT_EVENT = "Mutation.reportEvent"
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
-# Pages are numbered, so a page is an OFFSET: past this many rows a client narrows the listing
-# (start_date, updated_after) instead of making the database skip ever more rows.
-MAX_OFFSET = 100_000
+# Pages are numbered and GraphQL pages by cursor, so reaching a page reads every page before it
+# (only their cursors): past this many rows a client narrows the listing (start_date,
+# updated_after) instead.
+MAX_OFFSET = 10_000
 MAX_LISTED_IDS = MAX_PAGE_SIZE
 MAX_FORM_FIELDS = 64
 # Every route takes every method, so that a wrong one gets the spec's error list, not plain text.
 ANY = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
-_OPEN = frozenset(status.value for status in OPEN_STATUSES)
+# EventStatus / EventCategory values as GraphQL names them (the enum's member names).
+_OPEN = frozenset(status.name for status in OPEN_STATUSES)
+_CLOSED = frozenset(status.name for status in Status) - _OPEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +105,25 @@ GRID_ATTRIBUTE = {
     "values": [],
 }
 
-# What each GridHub failure is in the spec's few statuses.
-_STATUS_OF_CODE = {"BAD_USER_INPUT": 400, "NOT_FOUND": 404, "CONFLICT": 400}
+REPORTER_SYSTEM = "ReportEventInput.reporterSystem"
+# What each GraphQL error code is in the spec's few statuses (anything else a client caused,
+# a limit included, is 400).
+_STATUS_OF_CODE = {"NOT_FOUND": 404, "FORBIDDEN": 403, "UNAUTHENTICATED": 403}
+# GraphQL's names for what Open311 calls otherwise, in the messages a POST may get back.
+_OPEN311_NAMES = {"gridCode": "grid_code"}
+# Fields the adapter reads as what they are (an enum, a time, a number), not shows as text: a
+# masked one is a String of mask characters, so it is left out rather than shown wrong.
+INTERPRETED = frozenset(
+    {
+        "Event.status",
+        "Event.category",
+        "Event.reportedAt",
+        "Event.updatedAt",
+        "Event.deadline",
+        "Coordinates.lat",
+        "Coordinates.lng",
+    }
+)
 
 
 class Open311Error(Exception):
@@ -140,103 +144,58 @@ def split_format(name: str) -> tuple[str, str]:
     return stem, fmt
 
 
-# --- reading -----------------------------------------------------------------------------------
+# --- GraphQL results as Open311 documents ------------------------------------------------------
 
 
-def public_access(registry: SchemaRegistry) -> Access:
-    """The public viewer's Access under the live policy, as /graphql builds it for a request
-    without credentials. No emergency grant applies: the public opens none."""
-    return Access(ANONYMOUS, registry.profile_for(PUBLIC_ROLE))
+def stamp(value: str | None) -> str | None:
+    """ISO 8601 with an offset, as the spec wants, to the second and in UTC."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).astimezone(UTC).isoformat(timespec="seconds")
 
 
-def shows(access: Access, field: str) -> bool:
-    """The field may be shown without a stated purpose (Open311 has no way to state one)."""
-    return access.level(field) is not Level.HIDDEN and field not in access.profile.sensitive
-
-
-def _require_full(access: Access, field: str, argument: str) -> None:
-    if access.level(field) is not Level.FULL or field in access.profile.sensitive:
-        raise Open311Error(400, f"{argument} is not available on this server")
-
-
-def _shown_text(access: Access, field: str, value: str | None) -> str | None:
-    """A text field as the role reads it: in full, or masked with its mask kind."""
-    if value is None or access.level(field) is Level.FULL:
-        return value
-    kind = access.profile.masks.get(field)
-    # Masked without a mask kind cannot be shown safely: say nothing.
-    return masking.KINDS[kind](value) if kind in masking.KINDS else None
-
-
-def stamp(moment: datetime | None) -> str | None:
-    """ISO 8601 with an offset, as the spec wants (stored times are UTC)."""
-    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def service_request(
-    event: Event,
-    access: Access,
-    *,
-    grids: dict[int, Grid],
-    departments: dict[int, Department],
-) -> dict[str, Any]:
-    """One event as a GeoReport service request. A field the role does not read is left out
-    (not null): null would claim the event has no such value. The reporter never appears:
-    neither his name, phone or e-mail nor his member or resident id."""
+def service_request(node: Mapping[str, Any], shown: frozenset[str]) -> dict[str, Any]:
+    """One event as a GeoReport service request. `shown` names the fields the operation kept
+    (`Event.code`, `Grid.name`...): one its role's schema does not offer is left out. The
+    reporter never appears: the operations never ask for it."""
     document: dict[str, Any] = {}
-    if shows(access, "Event.code"):
-        document["service_request_id"] = _shown_text(access, "Event.code", event.code)
-    if access.level("Event.status") is Level.FULL:
-        document["status"] = "open" if event.status in _OPEN else "closed"
+    if "Event.code" in shown:
+        document["service_request_id"] = node["code"]
+    if "Event.status" in shown:
+        document["status"] = "open" if node["status"] in _OPEN else "closed"
     # GridHub's notes live in the timeline, which is not part of a service request.
     document["status_notes"] = None
-    if access.level("Event.category") is Level.FULL:
-        service = SERVICES.get(event.category)
-        document["service_name"] = service.name if service else event.category
-        document["service_code"] = event.category
-    if shows(access, "Event.description"):
-        document["description"] = _shown_text(access, "Event.description", event.description)
-    if shows(access, "Event.department") and shows(access, "Department.name"):
-        department = departments.get(event.department_id or 0)
-        name = department.name if department else None
-        document["agency_responsible"] = _shown_text(access, "Department.name", name)
+    if "Event.category" in shown:
+        code = str(node["category"]).lower()
+        service = SERVICES.get(code)
+        document["service_name"] = service.name if service else code
+        document["service_code"] = code
+    if "Event.description" in shown:
+        document["description"] = node["description"]
+    if "Department.name" in shown:
+        document["agency_responsible"] = (node.get("department") or {}).get("name")
     document["service_notice"] = None
-    if access.level("Event.reportedAt") is Level.FULL:
-        document["requested_datetime"] = stamp(event.reported_at)
-    if access.level("Event.updatedAt") is Level.FULL:
-        document["updated_datetime"] = stamp(event.updated_at)
-    if access.level("Event.deadline") is Level.FULL:
-        document["expected_datetime"] = stamp(event.deadline)
-    grid = grids.get(event.grid_id) if shows(access, "Event.grid") else None
-    if shows(access, "Event.grid") and shows(access, "Grid.name"):
-        document["address"] = _shown_text(access, "Grid.name", grid.name if grid else None)
-    if shows(access, "Event.grid") and shows(access, "Grid.code"):
-        document["address_id"] = _shown_text(access, "Grid.code", grid.code if grid else None)
+    if "Event.reportedAt" in shown:
+        document["requested_datetime"] = stamp(node["reportedAt"])
+    if "Event.updatedAt" in shown:
+        document["updated_datetime"] = stamp(node["updatedAt"])
+    if "Event.deadline" in shown:
+        document["expected_datetime"] = stamp(node["deadline"])
+    grid = node.get("grid") or {}
+    if "Grid.name" in shown:
+        document["address"] = grid.get("name")
+    if "Grid.code" in shown:
+        document["address_id"] = grid.get("code")
     document["zipcode"] = None
-    if access.level("Event.location") is Level.FULL:
-        document["lat"] = event.lat
-        document["long"] = event.lng
+    if "Coordinates.lat" in shown and "Coordinates.lng" in shown:
+        location = node.get("location") or {}
+        document["lat"] = location.get("lat")
+        document["long"] = location.get("lng")
     document["media_url"] = None
     return document
 
 
-async def _related(
-    session: Any, access: Access, rows: Sequence[Event]
-) -> tuple[dict[int, Grid], dict[int, Department]]:
-    """The grids and departments of a page of events, each one statement through Access.rows."""
-    grids: dict[int, Grid] = {}
-    departments: dict[int, Department] = {}
-    grid_ids = {event.grid_id for event in rows}
-    if grid_ids and shows(access, "Event.grid"):
-        in_grids = access.rows(select(Grid).where(Grid.id.in_(sorted(grid_ids))), Grid)
-        grids = {grid.id: grid for grid in await session.scalars(in_grids)}
-    department_ids = {event.department_id for event in rows if event.department_id is not None}
-    if department_ids and shows(access, "Event.department"):
-        statement = access.rows(
-            select(Department).where(Department.id.in_(sorted(department_ids))), Department
-        )
-        departments = {department.id: department for department in await session.scalars(statement)}
-    return grids, departments
+# --- parameters as variables -------------------------------------------------------------------
 
 
 def _values(request: Request, name: str) -> list[str]:
@@ -267,7 +226,11 @@ def parse_instant(raw: str | None, argument: str) -> datetime | None:
             f"{argument} must be an ISO 8601 date and time with an offset, e.g. "
             "2024-05-01T08:00:00+08:00",
         )
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # The year 1 at +14:00 is before the year 1 in UTC: valid text, no instant.
+        raise Open311Error(400, f"{argument} is outside the years 1 to 9999") from None
 
 
 def _whole_number(request: Request, name: str, default: int) -> int:
@@ -280,56 +243,98 @@ def _whole_number(request: Request, name: str, default: int) -> int:
     return int(raw)
 
 
-def list_statement(request: Request, access: Access) -> Select[Any]:
-    """The SELECT of GET requests.json, before the row scope and paging."""
-    statement = select(Event)
-    codes = _values(request, "service_request_id")
-    if codes:
-        # The spec: with service_request_id, every other filter is ignored.
-        _require_full(access, "Event.code", "service_request_id")
-        if len(codes) > MAX_LISTED_IDS:
-            raise Open311Error(400, f"service_request_id takes at most {MAX_LISTED_IDS} ids")
-        return statement.where(Event.code.in_(codes))
+def _offered(prepared: Prepared, variable: str, argument: str) -> None:
+    if variable not in prepared.variables:
+        raise Open311Error(400, f"{argument} is not available on this server")
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """GET requests: the operation's variables, the updated_after cut-off, the page."""
+
+    variables: dict[str, Any]
+    updated_after: datetime | None
+    offset: int
+    size: int
+
+
+def listing_of(request: Request, prepared: Prepared) -> Listing:
+    """Open311's filters as the variables of Open311Requests; a filter the caller's role schema
+    does not offer is refused, as the GraphQL schema refuses it (a date range finds a date just
+    as reading it does)."""
+    variables: dict[str, Any] = {}
     service_codes = _values(request, "service_code")
     if service_codes:
-        _require_full(access, "Event.category", "service_code")
+        _offered(prepared, "category", "service_code")
         unknown = sorted(set(service_codes) - SERVICES.keys())
         if unknown:
             raise Open311Error(400, f"unknown service_code: {', '.join(unknown[:5])}")
-        statement = statement.where(Event.category.in_(service_codes))
+        variables["category"] = sorted({code.upper() for code in service_codes})
     statuses = set(_values(request, "status"))
     if statuses:
-        _require_full(access, "Event.status", "status")
+        _offered(prepared, "status", "status")
         if not statuses <= {"open", "closed"}:
             raise Open311Error(400, "status takes open, closed or both")
-        if statuses == {"open"}:
-            statement = statement.where(Event.status.in_(sorted(_OPEN)))
-        elif statuses == {"closed"}:
-            statement = statement.where(Event.status.not_in(sorted(_OPEN)))
+        chosen = (_OPEN if "open" in statuses else set()) | (
+            _CLOSED if "closed" in statuses else set()
+        )
+        variables["status"] = sorted(chosen)
     start = parse_instant(request.query_params.get("start_date"), "start_date")
     end = parse_instant(request.query_params.get("end_date"), "end_date")
-    if start is not None or end is not None:
-        _require_full(access, "Event.reportedAt", "start_date and end_date")
     if start is not None:
-        statement = statement.where(Event.reported_at >= start)
+        _offered(prepared, "reportedAfter", "start_date")
+        variables["reportedAfter"] = start.isoformat()
     if end is not None:
-        statement = statement.where(Event.reported_at <= end)
+        _offered(prepared, "reportedBefore", "end_date")
+        # Inclusive in Open311, exclusive in GraphQL: one microsecond later (what is stored).
+        if end < datetime.max.replace(tzinfo=UTC) - timedelta(microseconds=1):
+            variables["reportedBefore"] = (end + timedelta(microseconds=1)).isoformat()
     # Inclusive, so that a client whose cursor is the last updated_datetime it saw (shown to the
     # second) misses nothing updated within that same second; it sees that event again.
     updated = parse_instant(request.query_params.get("updated_after"), "updated_after")
     if updated is not None:
-        _require_full(access, "Event.updatedAt", "updated_after")
-        statement = statement.where(Event.updated_at >= updated)
-    return statement
+        _offered(prepared, "orderBy", "updated_after")
+        if (
+            "UPDATED_AT" not in prepared.enum_values("EventSortField")
+            or "Event.updatedAt" not in prepared.shown
+        ):
+            raise Open311Error(400, "updated_after is not available on this server")
+        variables["orderBy"] = {"field": "UPDATED_AT", "direction": "DESC"}
+    elif "orderBy" in prepared.variables:
+        # By id, newest first: an event reported while a client pages through shifts the later
+        # pages by one (it sees one request twice) and never hides one from it.
+        variables["orderBy"] = {"field": "ID", "direction": "DESC"}
+    page = _whole_number(request, "page", 1)
+    size = _whole_number(request, "page_size", DEFAULT_PAGE_SIZE)
+    if size > MAX_PAGE_SIZE:
+        raise Open311Error(400, f"page_size is at most {MAX_PAGE_SIZE}")
+    offset = (page - 1) * size
+    if offset > MAX_OFFSET:
+        raise Open311Error(400, "page is too far: narrow the listing with start_date")
+    return Listing(variables, updated, offset, size)
 
 
-def _by_code(access: Access, request: Request) -> Select[Any]:
-    """The event named in the URL, if the public sees it: out of scope is 404 exactly like
-    missing. Looking an event up by its code reveals the code, so the role must read it."""
-    if access.level("Event.code") is not Level.FULL or "Event.code" in access.profile.sensitive:
-        raise Open311Error(404, "service request not found")
-    statement = select(Event).where(Event.code == request.path_params["id"])
-    return access.rows(statement, Event).limit(1)
+def _codes(request: Request) -> list[str] | None:
+    """service_request_id's codes, each once; None without it."""
+    codes = list(dict.fromkeys(_values(request, "service_request_id")))
+    if not codes:
+        return None
+    if len(codes) > MAX_LISTED_IDS:
+        raise Open311Error(400, f"service_request_id takes at most {MAX_LISTED_IDS} ids")
+    return codes
+
+
+def _failure(errors: list[Any]) -> Open311Error:
+    """A GraphQL answer's first error in the spec's terms. Unexpected errors were logged, with
+    their correlation id, where GraphQL logs them; here they are a 500 with no detail."""
+    first = errors[0]
+    code = str((first.extensions or {}).get("code", "INTERNAL_SERVER_ERROR"))
+    if code == "INTERNAL_SERVER_ERROR":
+        return Open311Error(500, "internal error")
+    message = str(first.message)
+    for graphql_name, open311_name in _OPEN311_NAMES.items():
+        message = message.replace(graphql_name, open311_name)
+    return Open311Error(_STATUS_OF_CODE.get(code, 400), message)
 
 
 # --- the resources -----------------------------------------------------------------------------
@@ -338,11 +343,11 @@ Handler = Callable[[Request, str], Awaitable[Response]]
 
 
 class Open311:
-    """The endpoints. One per app: it keeps its own budget of audited login failures."""
+    """The endpoints, over `gateway`: the same GraphQL view /graphql and the pages run on."""
 
-    def __init__(self) -> None:
-        self.failures = FailureBudget()
-        self._verifier: TokenVerifier | None = None
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.operations = Open311Operations.load()
 
     def router(self) -> Router:
         return Router(
@@ -393,10 +398,30 @@ class Open311:
         fmt = request.url.path.rpartition(".")[2]
         return error_response(fmt, 404, "no such Open311 resource")
 
-    @staticmethod
-    def _state(request: Request) -> tuple[Database, SchemaRegistry]:
-        state = request.app.state
-        return state.db, state.registry
+    def _prepared(self, name: str, viewer: Viewer) -> Prepared:
+        """The operation cut to the viewer's role schema under the live policy, without the
+        fields that need a stated purpose (Open311 cannot state one) and the masked ones the
+        adapter would have to read as what they are not (a masked status is no status)."""
+        registry = self.gateway.registry
+        profile = registry.profile_for(viewer.role)
+        masked = {field for field in INTERPRETED if profile.level(field) is Level.MASKED}
+        return self.operations.prepare(
+            name,
+            registry.schema_for(viewer.role)._schema,
+            frozenset(profile.sensitive) | masked,
+        )
+
+    async def _run(
+        self, prepared: Prepared, variables: Mapping[str, Any], viewer: Viewer
+    ) -> dict[str, Any]:
+        """The operation's data, run as `viewer`; its errors as the spec's."""
+        given = {name: value for name, value in variables.items() if name in prepared.variables}
+        result = await self.gateway.execute(
+            prepared.document, given, viewer=viewer, operation_name=prepared.name
+        )
+        if result.errors:
+            raise _failure(list(result.errors))
+        return dict(result.data or {})
 
     # --- services ----------------------------------------------------------------------------
 
@@ -447,64 +472,83 @@ class Open311:
     async def requests(self, request: Request, fmt: str) -> Response:
         if request.method == "POST":
             return await self.create(request, fmt)
-        db, registry = self._state(request)
-        access = public_access(registry)
-        statement = list_statement(request, access)
-        page = _whole_number(request, "page", 1)
-        size = _whole_number(request, "page_size", DEFAULT_PAGE_SIZE)
-        if size > MAX_PAGE_SIZE:
-            raise Open311Error(400, f"page_size is at most {MAX_PAGE_SIZE}")
-        offset = (page - 1) * size
-        if offset > MAX_OFFSET:
-            raise Open311Error(400, "page is too far: narrow the listing with start_date")
-        # By id, newest first: an event reported while a client pages through shifts the later
-        # pages by one (it sees one request twice) and never hides one from it.
-        statement = access.rows(statement, Event).order_by(Event.id.desc())
-        return await self._answer(db, access, statement.offset(offset).limit(size), fmt)
+        codes = _codes(request)
+        if codes is not None:
+            # The spec: with service_request_id, every other filter is ignored.
+            found = [await self._lookup(code) for code in codes]
+            listing = [item for item in found if item is not None]
+        else:
+            listing = await self._listing(request)
+        return respond(fmt, listing, root="service_requests", item="request")
+
+    async def _listing(self, request: Request) -> list[dict[str, Any]]:
+        """The page asked for, reached by walking GraphQL's cursors: the pages before it read
+        only their cursors (and updated times, when updated_after cuts the listing)."""
+        prepared = self._prepared("Open311Requests", ANONYMOUS)
+        if prepared.empty:
+            return []
+        listing = listing_of(request, prepared)
+        largest = request.app.state.settings.limits.max_page_size
+        end = listing.offset + listing.size
+        nodes: list[dict[str, Any]] = []
+        seen, after = 0, None
+        while seen < end:
+            first = min(largest, end - seen)
+            variables = {**listing.variables, "first": first, "after": after}
+            variables["full"] = seen + first > listing.offset
+            events = (await self._run(prepared, variables, ANONYMOUS))["events"]
+            page = events["nodes"]
+            if listing.updated_after is not None:
+                page = [node for node in page if _at_or_after(node, listing.updated_after)]
+            nodes += page
+            seen += first
+            if len(page) < first or not events["pageInfo"]["hasNextPage"]:
+                break
+            after = events["pageInfo"]["endCursor"]
+        kept = nodes[listing.offset : end]
+        return [service_request(node, prepared.shown) for node in kept]
+
+    async def _lookup(self, code: str) -> dict[str, Any] | None:
+        """One event by code as the public sees it; None when missing or out of scope (the
+        same answer), or when the public may not look events up by code."""
+        prepared = self._prepared("Open311Request", ANONYMOUS)
+        if "code" not in prepared.variables:
+            return None
+        event = await self._event(prepared, code)
+        return None if event is None else service_request(event, prepared.shown)
+
+    async def _event(self, prepared: Prepared, code: str) -> dict[str, Any] | None:
+        try:
+            data = await self._run(prepared, {"code": code}, ANONYMOUS)
+        except Open311Error as exc:
+            # NOT_FOUND: missing and out of scope are one answer in GraphQL too.
+            if exc.status == 404:
+                return None
+            raise
+        event = data.get("event")
+        return None if event is None else dict(event)
 
     async def one_request(self, request: Request, fmt: str) -> Response:
-        db, registry = self._state(request)
-        access = public_access(registry)
-        rows, grids, departments = await self._fetch(db, access, _by_code(access, request))
-        if not rows:
+        found = await self._lookup(request.path_params["id"])
+        if found is None:
             raise Open311Error(404, "service request not found")
-        (event,) = rows
-        document = [service_request(event, access, grids=grids, departments=departments)]
-        return respond(fmt, document, root="service_requests", item="request")
+        return respond(fmt, [found], root="service_requests", item="request")
 
     async def token(self, request: Request, fmt: str) -> Response:
         # GridHub creates requests at once, so a token is the service request id itself.
-        db, registry = self._state(request)
-        access = public_access(registry)
-        async with db.reader() as session:
-            code = await session.scalar(_by_code(access, request).with_only_columns(Event.code))
-        if code is None:
+        prepared = self._prepared("Open311Token", ANONYMOUS)
+        if "code" not in prepared.variables or "Event.code" not in prepared.shown:
             raise Open311Error(404, "service request not found")
+        event = await self._event(prepared, request.path_params["id"])
+        if event is None:
+            raise Open311Error(404, "service request not found")
+        code = event["code"]
         listing = [{"service_request_id": code, "token": code}]
-        return respond(fmt, listing, root="service_requests", item="request")
-
-    @staticmethod
-    async def _fetch(
-        db: Database, access: Access, statement: Select[Any]
-    ) -> tuple[list[Event], dict[int, Grid], dict[int, Department]]:
-        async with db.reader() as session:
-            rows = list(await session.scalars(statement))
-            grids, departments = await _related(session, access, rows)
-        return rows, grids, departments
-
-    async def _answer(
-        self, db: Database, access: Access, statement: Select[Any], fmt: str
-    ) -> Response:
-        rows, grids, departments = await self._fetch(db, access, statement)
-        listing = [
-            service_request(event, access, grids=grids, departments=departments) for event in rows
-        ]
         return respond(fmt, listing, root="service_requests", item="request")
 
     # --- creating requests -------------------------------------------------------------------
 
     async def create(self, request: Request, fmt: str) -> Response:
-        db, registry = self._state(request)
         try:
             async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:
                 given = _form_text(form)
@@ -513,85 +557,34 @@ class Open311:
         # first_name, last_name, phone, email, device_id and account_id are accepted and never
         # read: GridHub stores no contact details of a caller from an outside system, and never
         # echoes them. media_url is ignored too (an uploaded file is never read).
-        viewer = await self._identify(request, db, registry, given.get("api_key"))
-        access = registry.access_for(viewer)
         try:
-            report = _report(access, viewer, given)
-        except Open311Error as exc:
-            outcome = "denied" if exc.status == 403 else "error"
-            code = "FORBIDDEN" if exc.status == 403 else "BAD_USER_INPUT"
-            await audit.append_now(db, _entry(access, outcome=outcome, codes=[code]))
-            raise
-        try:
-            async with db.transaction() as session:
-                await require_grid_in_scope(
-                    session, access, Event, report.grid_code, field="grid_code"
-                )
-                event = await events.report(session, report=report, actor=access.actor())
-                await require_created_in_scope(session, access, Event, event.id, field="grid_code")
-                code, change = event.code, EventChange.of(event, Action.REPORT.value)
-                # Last, in the same transaction: no event without its record, and no record of
-                # an event that rolled back.
-                written = tracking.touched(session)
-                await audit.append(
-                    session,
-                    _entry(
-                        access, outcome="ok", fields=written.fields, records=[f"Event:{event.id}"]
-                    ),
-                )
-                tracking.forget(session)
-        except GridHubError as exc:
-            await audit.append_now(db, _entry(access, outcome="error", codes=[exc.code]))
-            raise Open311Error(_STATUS_OF_CODE.get(exc.code, 400), str(exc)) from exc
-        except Exception:
-            await audit.append_now(
-                db, _entry(access, outcome="error", codes=["INTERNAL_SERVER_ERROR"])
+            viewer = await self.gateway.identify_api_key(
+                given.get("api_key"), path=request.url.path
             )
-            raise
-        await request.app.state.broker.publish(change)
-        created = [{"service_request_id": code, "service_notice": None, "account_id": None}]
-        return respond(fmt, created, root="service_requests", item="request", status=201)
-
-    async def _identify(
-        self, request: Request, db: Database, registry: SchemaRegistry, api_key: str | None
-    ) -> Viewer:
-        """The key's viewer; a missing or bad key is audited as /graphql audits a bad
-        credential, and is 403 (the spec's status for a bad api_key)."""
-        try:
-            if not api_key:
-                raise AuthenticationFailed("no api_key")
-            # Only API keys: a bearer token is not an api_key, whatever it would verify as.
-            if not api_key.startswith(API_KEY_SCHEME_PREFIX):
-                raise AuthenticationFailed("malformed API key")
-            viewer = await authenticate(
-                db, self._verifier_for(request), authorization=f"Bearer {api_key}", role=None
-            )
-            if viewer.role not in registry.roles:
-                raise AuthenticationFailed(f"role {viewer.role!r} is not in the policy")
         except AuthenticationFailed as exc:
-            await self._record_failure(db, exc.reason, request.url.path)
             raise Open311Error(403, f"invalid api_key ({exc.reason})") from exc
-        return viewer
-
-    def _verifier_for(self, request: Request) -> TokenVerifier:
-        # Unused for API keys, but authenticate() takes one; built once, when first needed.
-        if self._verifier is None:
-            self._verifier = TokenVerifier(request.app.state.settings)
-        return self._verifier
-
-    async def _record_failure(self, db: Database, reason: str, path: str) -> None:
-        suppressed = self.failures.take()
-        if suppressed is None:
-            return
-        detail: dict[str, Any] = {"reason": reason, "path": path}
-        if suppressed:
-            detail["suppressed"] = suppressed
-        await audit.append_now(
-            db,
-            audit.AuditEntry(
-                kind="auth_failure", actor="unknown", role="", outcome="failed", detail=detail
-            ),
+        prepared = self._prepared("Open311CreateRequest", viewer)
+        profile = self.gateway.registry.profile_for(viewer.role)
+        variables = _report(
+            prepared,
+            viewer,
+            given,
+            # Naming the reporting system is attributing the report on someone's behalf: a role
+            # without that right reports as itself (the mutation would refuse the name).
+            names_system=REPORTER_SYSTEM in profile.on_behalf,
         )
+        data = await self._run(prepared, variables, viewer)
+        created = data["reportEvent"]
+        reply = {
+            "service_request_id": created.get("code"),
+            "service_notice": None,
+            "account_id": None,
+        }
+        return respond(fmt, [reply], root="service_requests", item="request", status=201)
+
+
+def _at_or_after(node: Mapping[str, Any], moment: datetime) -> bool:
+    return datetime.fromisoformat(node["updatedAt"]) >= moment
 
 
 def _form_text(form: FormData) -> dict[str, str]:
@@ -603,10 +596,13 @@ def _form_text(form: FormData) -> dict[str, str]:
     return given
 
 
-def _report(access: Access, viewer: Viewer, given: dict[str, str]) -> events.EventReport:
-    """The event a POST asks for, checked against what the key's role may do (403) and what the
-    spec requires (400)."""
-    if not access.can_call(REPORT_EVENT):
+def _report(
+    prepared: Prepared, viewer: Viewer, given: dict[str, str], *, names_system: bool = True
+) -> dict[str, Any]:
+    """The variables of Open311CreateRequest, checked against what the key's role schema offers
+    (403) and what the spec requires (400). `names_system`: the key's name goes in as the
+    system that reported."""
+    if prepared.empty:
         raise Open311Error(403, "this api_key may not create service requests")
     code = given.get("service_code", "").strip()
     if not code:
@@ -624,65 +620,42 @@ def _report(access: Access, viewer: Viewer, given: dict[str, str]) -> events.Eve
     )
     if grid_code is None:
         raise Open311Error(400, "attribute[grid_code] (the GridHub grid code) is required")
-    location = _location(given)
-    description = given.get("description", "").strip()
-    used = ["category", "title", "gridCode", "reporterSystem"]
-    if description:
-        used.append("description")
-    if location is not None:
-        used.append("location")
-    refused = [name for name in used if f"ReportEventInput.{name}" not in access.profile.inputs]
-    if refused:
-        raise Open311Error(403, f"this api_key may not set {', '.join(refused)}")
-    return events.EventReport(
-        category=code,
+    variables: dict[str, Any] = {
+        "category": code.upper(),
         # The service's name, never the caller's words: roles that read titles but not
         # descriptions (a department's webhook) must not learn what a caller said of themselves.
-        title=service.name,
-        grid_code=grid_code,
-        description=description,
-        location=location,
+        "title": service.name,
+        "gridCode": grid_code,
+    }
+    if names_system:
         # The key's name: the system that reported (e.g. 12345-hotline).
-        reporter_system=viewer.subject.removeprefix("apikey:"),
-    )
+        variables["reporterSystem"] = viewer.subject.removeprefix("apikey:")
+    location = _location(given)
+    if location is not None:
+        variables["location"] = location
+    description = given.get("description", "").strip()
+    if description:
+        variables["description"] = description
+    refused = [name for name in variables if name not in prepared.variables]
+    if refused:
+        raise Open311Error(403, f"this api_key may not set {', '.join(refused)}")
+    return variables
 
 
-def _location(given: dict[str, str]) -> events.Location | None:
+def _location(given: dict[str, str]) -> dict[str, float] | None:
     lat, lng = given.get("lat", "").strip(), given.get("long", "").strip()
     if not lat and not lng:
         return None
     try:
-        return events.Location(lng=float(lng), lat=float(lat))
+        location = {"lng": float(lng), "lat": float(lat)}
     except ValueError:
-        raise Open311Error(400, "lat and long must both be decimal degrees (WGS84)") from None
+        location = {}
+    if not location or not all(math.isfinite(value) for value in location.values()):
+        raise Open311Error(400, "lat and long must both be decimal degrees (WGS84)")
+    return location
 
 
-def _entry(
-    access: Access,
-    *,
-    outcome: str,
-    fields: Iterable[str] = (),
-    records: Iterable[str] = (),
-    codes: Sequence[str] = (),
-) -> audit.AuditEntry:
-    viewer = access.viewer
-    detail: dict[str, Any] = {"policy_version": access.profile.version, "interface": "open311"}
-    if codes:
-        detail["codes"] = list(codes)
-    return audit.AuditEntry(
-        kind="mutation",
-        actor=viewer.subject,
-        role=viewer.role,
-        department=viewer.department_code,
-        operation=OPERATION,
-        fields=tuple(fields),
-        records=tuple(records),
-        outcome=outcome,
-        detail=detail,
-    )
-
-
-def open311_app() -> Router:
-    """The ASGI app to mount at /open311/v2. It reads the database, registry, broker and
-    settings from the enclosing app's state (a Router, not an app, so `request.app` is the hub)."""
-    return Open311().router()
+def open311_app(gateway: Gateway) -> Router:
+    """The ASGI app to mount at /open311/v2 (a Router, not an app, so `request.app` is the
+    hub)."""
+    return Open311(gateway).router()
