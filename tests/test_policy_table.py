@@ -482,6 +482,13 @@ def test_masked_fields_can_be_neither_filtered_nor_sorted(role: str) -> None:
         ("dispatcher", "ResidentFilter.bornAfter"),
         ("public", "EventFilter.departmentCode"),
         ("public", "EventFilter.overdue"),  # the public does not read deadlines
+        # Nothing the published figures withhold can be counted another way (issue 13).
+        ("public", "Stats.eventCounts"),
+        ("public", "Stats.eventTimes"),
+        ("public", "EventDimension.GRID"),
+        ("public", "EventFilter.category"),
+        ("public", "EventFilter.inGrid"),
+        ("public", "EventFilter.reportedBefore"),
         ("environment", "Stats.residentTagCounts"),
         ("public_security", "Stats.residentTagCounts"),
         ("connector:health", "ResidentFilter.inGrid"),
@@ -499,7 +506,8 @@ def test_named_filters_and_sort_keys_are_absent(role: str, key: str) -> None:
         ("health", "ResidentFilter.tag"),
         ("health", "Stats.residentTagCounts"),
         ("dispatcher", "EventFilter.departmentCode"),
-        ("public", "EventDimension.GRID"),
+        ("grid_worker", "EventDimension.GRID"),
+        ("public", "Stats.publishedEvents"),
     ],
 )
 def test_named_filters_and_sort_keys_are_present(role: str, key: str) -> None:

@@ -1,5 +1,6 @@
-"""The public statistics page at /stats: the published figures (hub.web.stats_figures) as
-charts and tables.
+"""The public statistics page at /stats: the published figures as the API publishes them to
+the public role (hub.web.stats_figures), as charts and tables. The page withholds what the API
+withholds, marked and explained, and nothing of its own.
 
 `/stats` shows every community as a row; `/stats?community=CODE` one community. Both show the
 same computation's figures, so a figure withheld on one is withheld on the other.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from markupsafe import Markup
 from starlette.requests import Request
@@ -25,15 +25,7 @@ from hub.stats.disclosure import DisclosedMeans, DisclosedTable, Figure, Mean
 from hub.web.charts import Bar, bar_chart
 from hub.web.i18n import Translate
 from hub.web.site import QueryFailed, Site
-from hub.web.stats_figures import (
-    COUNT_TABLES,
-    EARLIER,
-    Community,
-    Figures,
-    FiguresCache,
-    StatsUnavailable,
-    compute_figures,
-)
+from hub.web.stats_figures import COUNT_TABLES, EARLIER, Community, Figures, read_figures
 from hub.web.vocabulary import BEIJING
 
 # The mark a withheld figure shows instead of its number (explained on the page).
@@ -391,13 +383,11 @@ def times_section(
 
 
 def routes(site: Site) -> list[BaseRoute]:
-    cache = FiguresCache(partial(compute_figures, site))
-
     async def stats_page(request: Request) -> Response:
         code = (request.query_params.get("community") or "").strip()
         try:
-            figures = await cache.get()
-        except (QueryFailed, StatsUnavailable):
+            figures = await read_figures(site)
+        except QueryFailed:
             return site.error(request, 503, "stats.unavailable")
         t = site.catalogue.translator(site.language(request))
         names = {c.code: c.name for c in figures.communities}
