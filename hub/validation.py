@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC, datetime, timedelta
 
 from hub.errors import BadUserInput
 
@@ -20,6 +21,12 @@ _NOT_TEXT = re.compile(
     + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
     + "]"
 )
+
+
+def storable(value: str) -> bool:
+    """Whether `value` holds no control character (but tab, newline, carriage return) and no
+    code point that is not a character: the text every text column may hold."""
+    return not _CONTROL.search(value) and not _NOT_TEXT.search(value)
 
 
 def ascii_form(value: str) -> str:
@@ -92,3 +99,25 @@ def one_of(value: str, allowed: frozenset[str], *, field: str) -> str:
     if value not in allowed:
         raise BadUserInput(f"{field} must be one of {', '.join(sorted(allowed))}", field=field)
     return value
+
+
+# Services add at most a day or so to a given time (a day's end, a month bucket at an offset
+# under a day): times within two days of the ends of Python's range are refused, so no such step
+# can overflow either.
+_MARGIN = timedelta(days=2)
+EARLIEST = datetime.min.replace(tzinfo=UTC) + _MARGIN
+LATEST = datetime.max.replace(tzinfo=UTC) - _MARGIN
+
+
+def time_in_range(value: datetime) -> bool:
+    """Whether `value` (aware; naive is read as UTC) is within EARLIEST..LATEST in UTC.
+
+    `0001-01-01T00:00:00+14:00` is valid ISO 8601, but in UTC it is a day of year 0: comparing it
+    with a stored (UTC) time, binding it, or converting it raises OverflowError. Every time that
+    comes from a client (the DateTime scalar, cursors) passes through here first."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return EARLIEST <= value.astimezone(UTC) <= LATEST
+    except OverflowError:
+        return False
