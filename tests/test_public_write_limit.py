@@ -15,10 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import parse
 from sqlalchemy import func, select
+from starlette.requests import Request
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from hub.api.ratelimit import client_key, mutation_calls
 from hub.app import create_app
 from hub.authz.ratelimit import (
     DatabaseRateLimiter,
@@ -30,7 +33,7 @@ from hub.authz.ratelimit import (
 from hub.config import RateRule, Settings
 from hub.db import Database
 from hub.feedback.models import Feedback
-from tests.live import in_process_server
+from tests.live import free_port, in_process_server
 from tests.policy_clients import SUPERUSER, credentials
 from tests.services import REDIS_URL, need_redis
 from tests.world import World
@@ -258,6 +261,36 @@ async def test_two_workers_share_one_budget_in_redis(
         assert await session.scalar(select(func.count()).select_from(RateHit)) == 0
 
 
+async def test_workers_racing_for_the_last_calls_take_no_more_than_the_limit(
+    limited: Settings, db: Database, world: World
+) -> None:
+    async with (
+        running(limited) as one,
+        running(limited) as two,
+        visitor(one) as first,
+        visitor(two) as second,
+    ):
+        answers = await asyncio.gather(
+            *(submit((first, second)[n % 2], f"并发{n}") for n in range(2 * LIMIT))
+        )
+    assert sum(accepted(answer) for answer in answers) == LIMIT
+    for answer in answers:
+        if not accepted(answer):
+            refusal(answer.json())
+    assert await stored(db) == LIMIT
+
+
+async def test_a_store_that_cannot_be_asked_refuses_the_write(
+    limited: Settings, db: Database, world: World
+) -> None:
+    # Nothing listens there: the write is refused as our fault, not let through unlimited.
+    unreachable = replace(limited, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with running(unreachable) as app, visitor(app) as http:
+        body = (await submit(http)).json()
+    assert body["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert await stored(db) == 0
+
+
 # --- the client's address -----------------------------------------------------------------------
 
 
@@ -280,6 +313,35 @@ async def test_forwarded_addresses_count_only_from_configured_proxies(
     async with running(trusted) as app:
         # From a trusted proxy, each forwarded client has its own budget.
         assert all([accepted(await forwarded(app, f"198.51.100.{n}")) for n in range(3)])
+
+
+def test_an_ipv6_client_counts_as_its_64() -> None:
+    def key(host: str) -> str:
+        return client_key(Request({"type": "http", "client": (host, 1), "headers": []}))
+
+    assert key("2001:db8:1:2:aaaa::1") == key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert key("2001:db8:1:3::1") != key("2001:db8:1:2::1")
+    assert key("::ffff:203.0.113.5") == key("203.0.113.5") == "203.0.113.5"
+    assert client_key(None) == "unknown"
+
+
+def test_calls_are_counted_per_response_key_through_fragments_and_directives() -> None:
+    document = parse(
+        """
+        mutation M($no: Boolean!) {
+          a: submitFeedback(input: $i) { id }
+          a: submitFeedback(input: $i) { id }
+          ...F
+          ... on Mutation { c: submitFeedback(input: $i) { id } }
+          d: submitFeedback(input: $i) @skip(if: true) { id }
+          e: submitFeedback(input: $i) @include(if: $no) { id }
+          other(x: 1)
+        }
+        fragment F on Mutation { b: submitFeedback(input: $i) { id } }
+        """
+    )
+    assert mutation_calls(document, "M", {"no": False}) == {"submitFeedback": 3, "other": 1}
+    assert mutation_calls(document, "M", {"no": True})["submitFeedback"] == 4
 
 
 # --- the stores, on a clock of their own ---------------------------------------------------------

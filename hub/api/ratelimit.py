@@ -2,15 +2,17 @@
 
 It is an extension, so it holds wherever an operation runs: /graphql over HTTP (each operation
 of a batch on its own) and WebSocket, and every operation the in-process gateway runs (the
-pages, and adapters such as Open311's). The counters are shared by every worker and host
+pages, and adapters such as Open311's). The counts are shared by every worker and host
 (hub.authz.ratelimit); the numbers are `Settings.write_rule`.
 
 A mutation field counts once per response key, so aliases count each (`a: submitFeedback(...)
-b: submitFeedback(...)` is two). An operation takes all its hits or none, and is refused
-before it runs with RATE_LIMITED and `retryAfter` (seconds) in the error's extensions; over
+b: submitFeedback(...)` is two). An operation takes all its calls of a mutation or none, and
+is refused before it runs with RATE_LIMITED and `retryAfter` (seconds) in the error's extensions; over
 HTTP the response also carries Retry-After. Invalid input still counts, as it still costs a
-refused mutation. A refused operation writes no audit record: the limit sits before the
-audit trail, so a flood costs one counter statement a request rather than a chain append.
+refused mutation. When the store cannot be asked, the operation is refused too
+(INTERNAL_SERVER_ERROR, logged): the limit never lapses silently. A refused operation writes
+no audit record: the limit sits before the audit trail, so a flood costs one counter statement
+a request rather than a chain append.
 
 The client is the address the server sees the request come from (`scope["client"]`, which
 uvicorn's proxy-headers middleware rewrites only for peers in GRIDHUB_FORWARDED_ALLOW_IPS,
@@ -43,7 +45,10 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from hub.api.context import Context
+from hub.api.errors import shape
+from hub.authz.ratelimit import Decision, LimiterUnavailable, RateLimiter
 from hub.authz.viewer import PUBLIC_ROLE
+from hub.config import RateRule
 
 RATE_LIMITED = "RATE_LIMITED"
 UNKNOWN_CLIENT = "unknown"
@@ -75,7 +80,7 @@ async def _admit(context: Context, calls: Mapping[str, int]) -> None:
     client = client_key(context.request)
     for mutation, cost in sorted(calls.items()):
         rule = context.settings.write_rule(mutation)
-        decision = await limiter.hit(f"{mutation}|{client}", rule=rule, cost=cost)
+        decision = await _hit(limiter, f"{mutation}|{client}", rule=rule, cost=cost)
         if decision.allowed:
             continue
         seconds = decision.retry_after_seconds
@@ -91,6 +96,15 @@ async def _admit(context: Context, calls: Mapping[str, int]) -> None:
                 "windowSeconds": rule.window_seconds,
             },
         )
+
+
+async def _hit(limiter: RateLimiter, key: str, *, rule: RateRule, cost: int) -> Decision:
+    try:
+        return await limiter.hit(key, rule=rule, cost=cost)
+    except LimiterUnavailable as error:
+        # Refused, as a fault of ours (INTERNAL_SERVER_ERROR, logged with a correlation id):
+        # the write is not let through unlimited while the store is down.
+        raise shape(GraphQLError("the rate limit's store failed", original_error=error)) from None
 
 
 def client_key(request: Any) -> str:

@@ -31,8 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from sqlalchemy import Float, Index, Integer, String, delete, func, insert, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -56,6 +58,11 @@ class RateHit(Base):
     hits: Mapped[int] = mapped_column(Integer)
     # When the hits leave the window and the row may go (at + the window's length).
     until: Mapped[float] = mapped_column(Float, index=True)
+
+
+class LimiterUnavailable(Exception):
+    """The store could not be asked. Callers refuse the hit: a limit that lapses whenever its
+    store is down is no limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +118,10 @@ class RateLimiter(ABC):
         # The window's length is part of the key: a changed rule starts afresh rather than
         # reading a log kept for a window of another length.
         scoped = _fitted(f"{key}@{rule.window_seconds:g}")
-        allowed, log = await self._take(scoped, now=now, rule=rule, cost=cost)
+        try:
+            allowed, log = await self._take(scoped, now=now, rule=rule, cost=cost)
+        except (RedisError, SQLAlchemyError, OSError) as error:
+            raise LimiterUnavailable(f"{type(error).__name__}: {error}") from error
         if allowed:
             return Decision(True, 0.0)
         return Decision(False, wait(log, rule, cost, now))

@@ -5,6 +5,7 @@ honeypot, then runs SubmitFeedback. Success is a 303 to the tracking page (POST/
 so reloading that page submits nothing. The rate limit is the API's (hub.api.ratelimit: every
 anonymous submitFeedback, invalid ones too, per client and across workers), so the form and
 /graphql draw on one budget; RATE_LIMITED comes back as 429 with Retry-After and the text kept.
+The honeypot's fake success asks the API nothing, so it is not counted (nor refused).
 
 A filled honeypot gets the same 303 as a success, to the tracking page without a code, which
 then only thanks the visitor. Nothing is stored and no code is shown: a made-up code would
