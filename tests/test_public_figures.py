@@ -12,11 +12,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from hub.authz import expectations
+from hub.authz.policy import Policy
 from hub.db import Database
 from tests.test_web_stats import ACCEPTED, REPORTS, report_all
 from tests.world import World
@@ -45,7 +48,7 @@ async def anonymous(app: Any, world: World) -> AsyncIterator[httpx.AsyncClient]:
 
 async def graphql(http: httpx.AsyncClient, query: str) -> dict[str, Any]:
     response = await http.post("/graphql", json={"query": query})
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def refused_with_a_code(body: dict[str, Any]) -> bool:
@@ -131,6 +134,47 @@ async def test_open311_lists_nothing_to_count(
     assert not counted
 
 
+async def test_open311_shows_one_request_by_its_id_without_what_it_is_counted_by(
+    anonymous: httpx.AsyncClient, made: dict[str, list[int]], db: Database
+) -> None:
+    from sqlalchemy import select
+
+    from hub.events.models import Event
+
+    async with db.reader() as session:
+        code = (await session.scalars(select(Event.code).where(Event.id == made["G1"][0]))).one()
+    response = await anonymous.get(f"/open311/v2/requests/{code}.json")
+    assert response.status_code == 200, response.text
+    (request,) = response.json()
+    assert request["service_request_id"] == code and request["status"] == "open"
+    for withheld in ("service_code", "address_id", "requested_datetime", "lat", "long"):
+        assert request.get(withheld) is None, (withheld, request)
+
+
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "p, public, Stats.eventCounts, read, allow",
+        "p, public, Stats.eventTimes, read, allow",
+        "p, public, Event, rows:all, allow",
+        "p, public, Event.category, read, allow",
+        "p, public, Event.grid, read, allow",
+        "p, public, Event.reportedAt, read, allow",
+    ],
+)
+def test_a_policy_that_would_let_the_public_count_is_refused(line: str) -> None:
+    """Who receives only disclosure-controlled figures is data: the public's lines, pinned by
+    the auditors' expectations, which refuse any change (changePolicy, import) that breaks them."""
+    policy = Policy.from_directory(POLICIES)
+    assert not expectations.check(policy, expectations.load(POLICIES / "expectations.csv"))
+    changed = policy.with_text(policy.text.rstrip("\n") + "\n" + line + "\n")
+    failures = expectations.check(changed, expectations.load(POLICIES / "expectations.csv"))
+    assert failures, line
+
+
 PUBLISHED = """{ stats { publishedEvents {
   minimumCount
   communities {
@@ -145,7 +189,7 @@ PUBLISHED = """{ stats { publishedEvents {
 async def published(http: httpx.AsyncClient) -> dict[str, Any]:
     body = await graphql(http, PUBLISHED)
     assert "errors" not in body, body
-    return body["data"]["stats"]["publishedEvents"]  # type: ignore[no-any-return]
+    return body["data"]["stats"]["publishedEvents"]
 
 
 async def test_graphql_publishes_what_the_page_publishes_and_withholds_the_same(

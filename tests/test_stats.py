@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from hub.events.states import Action
 from hub.grids.models import Grid
 from hub.residents import service as residents
 from hub.residents.models import Resident, ResidentTag
+from hub.stats import published
 from tests.conftest import GraphQLClient
 from tests.world import World
 
@@ -325,3 +326,66 @@ async def test_resident_tag_counts(gql: GraphQLClient, db: Database, world: Worl
         want = expected(level, set(tags) if tags else None, within)
         assert len(want) > 1
         assert got == want, (level, tags, within)
+
+
+# --- the published release (hub.stats.published) -----------------------------------------------
+
+
+async def test_the_published_release_counts_what_the_rows_say(db: Database, spread: None) -> None:
+    """With k = 1 nothing is withheld, so every figure of the release can be checked against the
+    rows: per community (events in a street's own grid are in no community), on Beijing's
+    clock, and only events reported before `now`."""
+    found, grids = await rows(db)
+    now = datetime(2024, 3, 1, 3, 0, tzinfo=UTC)  # 11:00 on 1 March in Beijing
+    beijing = timezone(timedelta(hours=8))
+    async with db.reader() as session:
+        figures = await published.published_figures(
+            session, k=1, now=now, categories=CATEGORIES, statuses=list(STATUS_PATHS)
+        )
+    codes = [c.code for c in figures.communities]
+    assert codes == ["C1", "C2", "C3"]
+    assert figures.months[-1] == "2024-03" and figures.months[0] == "2023-04"
+    counted = [e for e in found if e.reported_at.astimezone(UTC) < now]
+    truth: dict[str, Counter[tuple[str, str]]] = {n: Counter() for n in published.COUNT_TABLES}
+    for event in counted:
+        community = rolled_up(event.grid_id, grids, "community")
+        if community is None:
+            continue
+        code = grids[community].code
+        month = event.reported_at.astimezone(beijing).strftime("%Y-%m")
+        truth["category"][(code, event.category)] += 1
+        truth["status"][(code, event.status)] += 1
+        month_column = month if month in figures.months else published.EARLIER
+        truth["month"][(code, month_column)] += 1
+    # 2024-02-29T20:00Z is already March in Beijing, and before `now`.
+    assert truth["month"][("C1", "2024-03")] + truth["month"][("C2", "2024-03")] > 0
+    for name, table in figures.tables.items():
+        for code in codes:
+            for column in table.columns:
+                assert table.cell(code, column).value == truth[name][(code, column)], (
+                    name,
+                    code,
+                    column,
+                )
+        assert table.total.value == sum(truth[name].values())
+    assert sum(truth["category"].values()) < len(counted)  # the street's events are left out
+    assert figures.tables["month"].columns[0] == published.EARLIER
+
+
+async def test_the_published_release_withholds_small_counts_with_their_partners(
+    db: Database, spread: None
+) -> None:
+    async with db.reader() as session:
+        figures = await published.published_figures(
+            session,
+            k=5,
+            now=datetime(2024, 3, 20, tzinfo=UTC),
+            categories=CATEGORIES,
+            statuses=list(STATUS_PATHS),
+        )
+    for table in figures.tables.values():
+        figures_of_table = [*table.cells.values(), *table.row_totals.values()]
+        figures_of_table += [*table.column_totals.values(), table.total]
+        # Every published figure is zero or at least k; at least one figure is withheld.
+        assert all(f.value is None or f.value == 0 or f.value >= 5 for f in figures_of_table)
+        assert any(f.suppressed for f in figures_of_table)
