@@ -21,6 +21,7 @@ import pytest
 from hub.authz import expectations
 from hub.authz.policy import Policy
 from hub.db import Database
+from tests.sql_capture import captured_sql
 from tests.test_web_stats import ACCEPTED, REPORTS, report_all
 from tests.world import World
 
@@ -221,3 +222,18 @@ def _figure(html: str, key: str) -> str:
     found = re.search(rf'<td[^>]*data-cell="{re.escape(key)}"([^>]*)>\s*([^<]*?)\s*<', html)
     assert found, key
     return "*" if 'data-suppressed="true"' in found.group(1) else found.group(2)
+
+
+async def test_every_channel_reads_one_release_a_minute(
+    app: Any, anonymous: httpx.AsyncClient, made: dict[str, list[int]]
+) -> None:
+    """The page and /graphql publish the same computation (so the same withheld figures), and
+    the events are read once for both, not once a request."""
+    engine = app.state.db.engine.sync_engine
+    with captured_sql(engine) as statements:
+        first = await published(anonymous)
+        assert (await anonymous.get("/stats")).status_code == 200
+        second = await published(anonymous)
+    assert first == second
+    grouped = [s for s, _ in statements if "GROUP BY" in s.upper() and "events" in s]
+    assert len(grouped) == 1, grouped
