@@ -164,17 +164,36 @@ def note_sensitive_inputs(context: Context, *inputs: Any) -> tuple[frozenset[str
     (`Listing.found_by`, `Listing.ordered_by`)."""
     sensitive = context.access.profile.sensitive
     per_input = tuple(_sensitive_uses(value, sensitive) for value in inputs)
-    used = frozenset[str]().union(*per_input)
+    _note_finding(context, frozenset[str]().union(*per_input), "filtering or sorting by")
+    return per_input
+
+
+def note_sensitive_arguments(context: Context, field: str, **given: Any) -> frozenset[str]:
+    """Lookup arguments of `field` (`Query.event`) that name a sensitive field (REQUIRES'
+    `Query.event(code)`), by their GraphQL names: a row found by the value of a sensitive field
+    reveals it, as a filter does. Returns those fields (`Lookup.found_by`)."""
+    sensitive = context.access.profile.sensitive
+    used = frozenset(
+        need
+        for name, value in given.items()
+        if value is not None
+        for need in REQUIRES.get(f"{field}({name})", ())
+        if need in sensitive
+    )
+    _note_finding(context, used, "looking up by")
+    return used
+
+
+def _note_finding(context: Context, used: frozenset[str], how: str) -> None:
     if not used:
-        return per_input
+        return
     if context.purpose is None:
         raise GraphQLError(
-            f"filtering or sorting by {', '.join(sorted(used))} needs a stated purpose: send "
+            f"{how} {', '.join(sorted(used))} needs a stated purpose: send "
             "the X-GridHub-Purpose header or extensions.purpose",
             extensions={"code": "PURPOSE_REQUIRED", "fields": sorted(used)},
         )
     context.reads.fields.update(used)
-    return per_input
 
 
 def _sensitive_uses(value: Any, sensitive: frozenset[str]) -> frozenset[str]:

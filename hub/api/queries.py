@@ -9,7 +9,7 @@ import strawberry
 from sqlalchemy import select
 
 from hub import models
-from hub.api.audit import note_sensitive_inputs
+from hub.api.audit import note_sensitive_arguments, note_sensitive_inputs
 from hub.api.compiled.shapes import listing, lookup_of
 from hub.api.context import Context, Info
 from hub.api.filters import (
@@ -293,11 +293,14 @@ async def list_feedback(context: Context, filter: FeedbackFilter | None = None) 
 def find_grid(context: Context, id: strawberry.ID | None = None, code: str | None = None) -> Lookup:
     one_lookup(id=id, code=code)
     condition = models.Grid.id == pk_of(id, "Grid") if id is not None else models.Grid.code == code
-    return lookup(context, models.Grid, condition, "grid")
+    found_by = note_sensitive_arguments(context, "Query.grid", code=code)
+    return lookup(context, models.Grid, condition, "grid", found_by)
 
 
 def find_department(context: Context, code: str) -> Lookup:
-    return lookup(context, models.Department, models.Department.code == code, "department")
+    found_by = note_sensitive_arguments(context, "Query.department", code=code)
+    condition = models.Department.code == code
+    return lookup(context, models.Department, condition, "department", found_by)
 
 
 def find_member(context: Context, id: strawberry.ID) -> Lookup:
@@ -321,7 +324,8 @@ def find_event(
     condition = (
         models.Event.id == pk_of(id, "Event") if id is not None else models.Event.code == code
     )
-    return lookup(context, models.Event, condition, "event")
+    found_by = note_sensitive_arguments(context, "Query.event", code=code)
+    return lookup(context, models.Event, condition, "event", found_by)
 
 
 def find_notice(context: Context, id: strawberry.ID) -> Lookup:
@@ -332,6 +336,7 @@ def find_feedback(
     context: Context, id: strawberry.ID | None = None, tracking_code: str | None = None
 ) -> Lookup:
     one_lookup(id=id, tracking_code=tracking_code)
+    found_by = note_sensitive_arguments(context, "Query.feedback", trackingCode=tracking_code)
     if id is not None:
         condition = models.Feedback.id == pk_of(id, "Feedback")
         return lookup(context, models.Feedback, condition, "feedback")
@@ -340,8 +345,9 @@ def find_feedback(
     )
     if context.access.tracks(models.Feedback):
         # The code is the capability (50 random bits): whoever holds it follows the item.
-        return Lookup(models.Feedback, select(models.Feedback).where(condition), "feedback")
-    return lookup(context, models.Feedback, condition, "feedback")
+        statement = select(models.Feedback).where(condition)
+        return Lookup(models.Feedback, statement, "feedback", found_by)
+    return lookup(context, models.Feedback, condition, "feedback", found_by)
 
 
 @strawberry.type

@@ -112,12 +112,15 @@ async def _listing(
 async def _found(plan: LookupPlan, found: Lookup, run: Run) -> dict[str, Any]:
     """The one row a lookup names, or the lookup's NOT_FOUND (the normal executor then
     answers with it, in its place)."""
-    names = sorted(plan.plan.columns)
+    names = sorted(set(plan.plan.columns) | ({"id"} if found.found_by else set()))
     columns = (getattr(found.model, name) for name in names)
     rows = await run.rows(found.statement.with_only_columns(*columns).limit(1))
     if not rows:
         raise found.not_found()
-    build = await prepare(plan.plan, rows, run, by_position(names))
+    read = by_position(names)
+    if found.found_by:
+        found.note_found(run.reads, read("id")(rows[0]))
+    build = await prepare(plan.plan, rows, run, read)
     return build(rows[0])
 
 

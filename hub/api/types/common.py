@@ -160,15 +160,30 @@ class Lookup:
     model: type[Any]
     statement: Select[Any]
     what: str  # "event": named in the NOT_FOUND error
+    # The sensitive fields its arguments name (hub.api.audit.note_sensitive_arguments).
+    found_by: frozenset[str] = frozenset()
 
     def not_found(self) -> NotFound:
         # Out of scope reads exactly like missing.
         return NotFound(f"{self.what} not found")
 
+    def note_found(self, reads: ReadLog, row_id: Any) -> None:
+        """A row found by the value of a sensitive field goes on the read record, whatever the
+        query selects of it (as `Listing.note_found`)."""
+        if self.found_by:
+            reads.add_rows(self.model.__name__, self.found_by, (row_id,))
 
-def lookup(context: Context, model: type[Any], condition: Any, what: str) -> Lookup:
+
+def lookup(
+    context: Context,
+    model: type[Any],
+    condition: Any,
+    what: str,
+    found_by: frozenset[str] = frozenset(),
+) -> Lookup:
     """The row of `model` that `condition` names, through the viewer's row scope."""
-    return Lookup(model, context.access.rows(select(model).where(condition), model), what)
+    statement = context.access.rows(select(model).where(condition), model)
+    return Lookup(model, statement, what, found_by)
 
 
 async def fetch(context: Context, found: Lookup) -> Any:
@@ -177,6 +192,7 @@ async def fetch(context: Context, found: Lookup) -> Any:
         row = await session.scalar(found.statement)
     if row is None:
         raise found.not_found()
+    found.note_found(context.reads, row.id)
     return row
 
 
