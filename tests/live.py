@@ -30,9 +30,21 @@ from tests.policy_clients import SUPERUSER, TEST_SECRET, credentials
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now. Under pytest-xdist each worker takes only its own share of
+    the ports: a server another worker starts meanwhile can never take this one, nor answer a
+    health check meant for this worker's server."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    port = 0
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        # Not the port's parity: Linux hands bind() mostly odd ports.
+        if count <= 1 or (port >> 1) % count == index:
+            return port
+    return port
 
 
 def server_settings(database_url: str, policy_dir: Path, data_dir: Path) -> Settings:
