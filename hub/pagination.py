@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from hub import validation
 from hub.errors import BadUserInput, LimitExceeded
 
 T = TypeVar("T")
@@ -36,15 +37,19 @@ def _int(value: Any) -> int:
 
 
 def _str(value: Any) -> str:
-    if not isinstance(value, str):
+    # No stored text holds a control character or a non-character (hub.validation refuses them
+    # on the way in), and PostgreSQL fails the whole query on a NUL: such a key is forged.
+    if not isinstance(value, str) or not validation.storable(value):
         raise ValueError("not a text key")
     return value
 
 
 def _aware_datetime(value: Any) -> datetime:
-    parsed = datetime.fromisoformat(value)
+    parsed = datetime.fromisoformat(_str(value))
     if parsed.tzinfo is None:
         raise ValueError("cursor times carry their offset")
+    if not validation.time_in_range(parsed):
+        raise ValueError("cursor time out of range")
     return parsed
 
 
@@ -104,7 +109,8 @@ def encode_cursor(key: SortKey, value: Any, row_id: int) -> str:
 def decode_cursor(key: SortKey, cursor: str) -> tuple[Any, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        name, value, row_id = orjson.loads(base64.urlsafe_b64decode(padded))
+        # validate: refuse characters outside the alphabet instead of skipping them.
+        name, value, row_id = orjson.loads(base64.b64decode(padded, altchars=b"-_", validate=True))
         if name != key.tag:
             raise ValueError("cursor of another list or ordering")
         return key.decode_value(value), _int(row_id)

@@ -19,6 +19,7 @@ audit in tests/test_graphql_over_http.py):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -101,6 +102,24 @@ class RequestRejected(HTTPException):
         super().__init__(status_code, reason)
         self.code = code or HTTP_ERROR_CODES.get(status_code, "BAD_REQUEST")
         self.headers = dict(headers or {})
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: no JSON number is infinite
+        raise ValueError("number out of range")
+    return value
+
+
+def strict_json(text: str) -> Any:
+    """JSON as RFC 8259 has it: Python's parser also reads NaN, Infinity and -Infinity, and turns
+    1e400 into infinity; none of them is a value any GraphQL scalar takes, so the request is
+    malformed (400) before any of them reaches one."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
 
 
 def negotiate(accept: str | None) -> str | None:
@@ -529,12 +548,17 @@ class GraphQLView(GraphQL[Context, None]):
         return json_bytes(data).decode()
 
     def decode_json(self, data: str | bytes) -> object:
-        """WebSocket messages: nesting past the recursion limit is invalid JSON (the handler then
-        closes the socket with 4400), not an unexpected error."""
+        """WebSocket messages: nesting past the recursion limit, like anything else strict_json
+        refuses, is invalid JSON (the handler then closes the socket with 4400), not an
+        unexpected error."""
         try:
-            return json.loads(data)
+            return strict_json(data if isinstance(data, str) else data.decode("utf-8"))
+        except json.JSONDecodeError:
+            raise
         except RecursionError as exc:
             raise json.JSONDecodeError("nested too deeply", "", 0) from exc
+        except ValueError as exc:  # not UTF-8, NaN or Infinity, an integer of 5,000 digits
+            raise json.JSONDecodeError("not valid JSON", "", 0) from exc
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # The same URL answers JSON to API clients: caches must key on Accept.
@@ -570,8 +594,8 @@ class GraphQLView(GraphQL[Context, None]):
             # Both travel as JSON text in the URL; an empty value means none.
             if raw := params.get(name):
                 try:
-                    data[name] = json.loads(raw)
-                except json.JSONDecodeError as exc:
+                    data[name] = strict_json(raw)
+                except ValueError as exc:  # json.JSONDecodeError, and NaN or Infinity refused
                     raise RequestRejected(400, f"`{name}` is not valid JSON.") from exc
                 except RecursionError as exc:
                     raise RequestRejected(400, f"`{name}` is nested too deeply.") from exc
@@ -592,10 +616,10 @@ class GraphQLView(GraphQL[Context, None]):
         if charset not in ("utf-8", "utf8"):
             raise RequestRejected(415, "The request body must be UTF-8.")
         try:
-            data = json.loads(body.decode("utf-8"))
+            data = strict_json(body.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise RequestRejected(400, "The request body is not valid UTF-8.") from exc
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # json.JSONDecodeError, and NaN or Infinity refused
             raise RequestRejected(400, "The request body is not valid JSON.") from exc
         except RecursionError as exc:
             # Nesting deeper than the parser's recursion limit: no GraphQL request needs that.
