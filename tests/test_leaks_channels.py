@@ -1,6 +1,7 @@
-"""No leaks on the channels beside /graphql: what Open311 shows the public is held to the same
-oracle as every GraphQL answer (tests/markers.py: Casbin's `enforce()` alone over planted
-markers), under the default policy and under variants of it that show, mask or scope out more.
+"""No leaks on the channels beside /graphql: what Open311 shows the public, and what webhooks
+send their subscribers, is held to the same oracle as every GraphQL answer (tests/markers.py:
+Casbin's `enforce()` alone over planted markers). Open311 is checked under the default policy and
+under variants of it that show, mask or scope out more.
 
 Open311 reads run as the `public` role, so the viewpoint is the public's. Every body of every
 read endpoint, JSON and XML, is searched for the markers the oracle says the public may not read
@@ -18,14 +19,20 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from hub.authz import store
+from hub.authz import Access, store
 from hub.authz.policy import EXPECTATIONS_FILE, MODEL_FILE, Policy, read_policy_file
 from hub.authz.profile import Level
+from hub.connectors import webhooks
 from hub.db import Database
-from tests.markers import VIEWPOINTS, MarkerWorld, Oracle, leaked
+from tests.live import in_process_server
+from tests.markers import VIEWPOINTS, MarkerWorld, Oracle, Viewpoint, leaked
 from tests.markers import seed_markers as seed
-from tests.policy_clients import write_policy_dir
+from tests.policy_clients import access_as, write_policy_dir
 from tests.world import World
 
 BASE = "/open311/v2"
@@ -202,3 +209,72 @@ async def test_out_of_scope_equals_missing_on_open311(
                     missing.status_code,
                     missing.content,
                 ), template
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+# Who a webhook may act as: every viewpoint of the leak suite, and the departments' connectors.
+SUBSCRIBERS: dict[str, Viewpoint] = {
+    **VIEWPOINTS,
+    "connector:public_security": Viewpoint(
+        "connector:public_security", department="public_security"
+    ),
+    "connector:hotline": Viewpoint("connector:hotline"),
+}
+SECRET = b"webhook-secret-for-channel-leaks"
+
+
+def subscriber_access(policy_dir: Path, marked: MarkerWorld, view: Viewpoint) -> Access:
+    """The Access deliveries act with, as hub.connectors.webhooks.subscriber_viewer builds it."""
+    world = marked.world
+    department = world.departments[view.department] if view.department else None
+    return access_as(
+        view.role,
+        policy_dir,
+        department_code=view.department,
+        department_id=department.id if department else None,
+        grid_codes=view.grids,
+        grid_paths=tuple(marked.grid_paths[code] for code in view.grids),
+    )
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[tuple[list[bytes], str]]:
+    bodies: list[bytes] = []
+
+    async def endpoint(request: Request) -> Response:
+        bodies.append(await request.body())
+        return Response(status_code=204)
+
+    receiver = Starlette(routes=[Route("/hook", endpoint, methods=["POST"])])
+    async with in_process_server(receiver) as address:
+        yield bodies, f"http://{address}/hook"
+
+
+async def test_webhook_bodies_show_no_subscriber_what_the_oracle_hides(
+    db: Database, world: World, policy_dir: Path, hook: tuple[list[bytes], str]
+) -> None:
+    async with db.transaction() as session:
+        marked = await seed(session, world)
+    oracle = Oracle(Policy.from_directory(policy_dir), marked)
+    bodies, url = hook
+    seen_in_full: set[str] = set()
+    async with httpx.AsyncClient() as client:
+        for name, view in SUBSCRIBERS.items():
+            bodies.clear()
+            subscription = webhooks.Subscription(
+                name=f"leaks-{name}",
+                url=url,
+                secret=SECRET,
+                subject=view.role,
+                department=view.department,
+                backoff_base_seconds=0.0,
+            )
+            access = subscriber_access(policy_dir, marked, view)
+            await webhooks.run_once(db, subscription=subscription, access=access, client=client)
+            text = b"\n".join(bodies).decode("utf-8")
+            found = leaked(text, oracle.forbidden(view))
+            assert not found, f"a webhook as {name} sends {found}:\n{text[:1000]}"
+            seen_in_full |= {value for value in oracle.visible(view) if value in text}
+    # The search can find markers: some subscriber is sent the titles the oracle shows it.
+    assert any(value.startswith("MARKER-TITLE-") for value in seen_in_full), seen_in_full
