@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from datetime import date
 from typing import Any
 
@@ -184,7 +185,7 @@ async def test_unknown_grid_codes(gql: GraphQLClient, world: World) -> None:
     ]
     for query, field in filters:
         await refused(gql, query, None, "BAD_USER_INPUT", field)
-    inputs = [
+    inputs: list[tuple[str, dict[str, Any], str]] = [
         (REPORT, {"input": event_input(gridCode="NOPE")}, "gridCode"),
         (CREATE_RESIDENT, {"input": resident_input(gridCode="NOPE")}, "gridCode"),
         (
@@ -426,7 +427,7 @@ async def test_missing_rows_are_not_found(gql: GraphQLClient, world: World) -> N
         body = await refused(gql, f"{{ {selection} }}", None, "NOT_FOUND")
         assert body["data"] == {field: None}, body
         assert body["errors"][0]["path"] == [field]
-    mutations = [
+    mutations: list[tuple[str, dict[str, Any]]] = [
         ("mutation($id: ID!) { acceptEvent(id: $id) { id } }", {"id": to_global_id("Event", 9999)}),
         (
             'mutation($id: ID!) { addEventNote(id: $id, note: "n") { note } }',
@@ -693,3 +694,173 @@ async def test_id_number_filter_matches_full_width_digits(gql: GraphQLClient, wo
         "query($n: String!) { residents(filter: {idNumber: $n}) { totalCount } }", {"n": full_width}
     )
     assert data["residents"]["totalCount"] == 1
+
+
+# --- values at the edges of their types (GridHub issue 13, part 4) ---------------------------
+
+STRICT = {"Accept": "application/graphql-response+json"}
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()[:200]
+        for r in caplog.records
+        if r.exc_info or "Traceback" in r.getMessage() or r.levelno >= logging.ERROR
+    ]
+
+
+async def bad_input(
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    field: str | None = None,
+) -> dict[str, Any]:
+    """The request is refused as BAD_USER_INPUT (400 when nothing ran), and the server logged
+    no stack trace for it."""
+    caplog.clear()
+    response = await client.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=STRICT
+    )
+    body: dict[str, Any] = response.json()
+    codes = [e["extensions"]["code"] for e in body.get("errors") or ()]
+    assert codes and set(codes) == {"BAD_USER_INPUT"}, (query, variables, body)
+    if "data" not in body:  # a request error: nothing executed
+        assert response.status_code == 400, body
+    if field is not None:
+        assert body["errors"][0]["extensions"].get("field") == field, body
+    assert not tracebacks(caplog), (query, variables, tracebacks(caplog))
+    return body
+
+
+# The review's value, and the other end of the range: each is valid ISO 8601, and each is a
+# day outside years 1 to 9999 once in UTC.
+OVERFLOWING_TIMES = [
+    "0001-01-01T00:00:00+14:00",
+    "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59-14:00",
+    "9999-12-31T23:59:59.999999-00:01",
+]
+TIME_FILTERS = [
+    "query($t: DateTime) { events(filter: {reportedAfter: $t}) { totalCount } }",
+    "query($t: DateTime) { events(filter: {reportedBefore: $t}) { totalCount } }",
+    "query($t: DateTime) { stats { eventCounts(groupBy: [MONTH], filter: {reportedAfter: $t})"
+    " { count } } }",
+    "query($t: DateTime) { stats { eventTimes(filter: {reportedBefore: $t}) { events } } }",
+    "query($t: DateTime) { auditLog(filter: {since: $t}) { totalCount } }",
+    "query($t: DateTime) { auditLog(filter: {until: $t}) { totalCount } }",
+]
+
+
+@pytest.mark.parametrize("query", TIME_FILTERS)
+async def test_times_outside_the_utc_range_are_bad_input(
+    client: httpx.AsyncClient, world: World, caplog: pytest.LogCaptureFixture, query: str
+) -> None:
+    for moment in OVERFLOWING_TIMES:
+        await bad_input(client, caplog, query, {"t": moment})
+    # The range itself is open: the earliest and latest times it keeps still answer.
+    for moment in ["0001-01-03T00:00:00+00:00", "9999-12-29T00:00:00-14:00"]:
+        response = await client.post("/graphql", json={"query": query, "variables": {"t": moment}})
+        assert "errors" not in response.json(), (moment, response.json())
+
+
+async def test_a_deadline_outside_the_utc_range_is_bad_input(
+    client: httpx.AsyncClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    for moment in OVERFLOWING_TIMES:
+        await bad_input(client, caplog, REPORT, {"input": event_input(deadline=moment)})
+
+
+def forged_cursor(tag: str, value: Any, row_id: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps([tag, value, row_id]).encode()).decode().rstrip("=")
+
+
+async def test_forged_cursors_are_bad_input(
+    client: httpx.AsyncClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    events_by_time = (
+        "query($c: String) { events(orderBy: {field: REPORTED_AT}, after: $c) { totalCount } }"
+    )
+    residents_by_name = (
+        "query($c: String) { residents(orderBy: {field: NAME}, before: $c) { totalCount } }"
+    )
+    grids = "query($c: String) { grids(after: $c) { totalCount } }"
+    forged = [
+        # The review's case: a time that overflows once in UTC, inside a cursor.
+        (events_by_time, forged_cursor("Event.REPORTED_AT", "0001-01-01T00:00:00+14:00", 1)),
+        (events_by_time, forged_cursor("Event.REPORTED_AT", "9999-12-31T23:59:59-14:00", 1)),
+        # No stored name holds a NUL; PostgreSQL fails the whole query on one.
+        (residents_by_name, forged_cursor("Resident.NAME", "王\u0000", 1)),
+        (residents_by_name, forged_cursor("Resident.NAME", "\x01", 1)),
+        (grids, forged_cursor("Grid.PATH", "/D1/\ufffe", 1)),
+        # Ids beyond the INTEGER column (and beyond BIGINT).
+        (grids, forged_cursor("Grid.PATH", "/D1/", 2**31)),
+        (grids, forged_cursor("Grid.PATH", "/D1/", 2**63)),
+    ]
+    for query, cursor in forged:
+        await bad_input(client, caplog, query, {"c": cursor}, field="cursor")
+    # A cursor the server wrote, with characters outside the base64url alphabet added.
+    page = await client.post(
+        "/graphql", json={"query": "{ grids(first: 1) { pageInfo { endCursor } } }"}
+    )
+    cursor = page.json()["data"]["grids"]["pageInfo"]["endCursor"]
+    resumed = await client.post("/graphql", json={"query": grids, "variables": {"c": cursor}})
+    assert "errors" not in resumed.json(), resumed.json()
+    await bad_input(client, caplog, grids, {"c": cursor + "!*"}, field="cursor")
+
+
+async def test_global_ids_are_only_the_ones_the_server_writes(
+    client: httpx.AsyncClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    grid = world.grids["G1"]
+    query = "query($id: ID!) { grid(id: $id) { code } }"
+    good = str(to_global_id("Grid", grid.id))
+    found = await client.post("/graphql", json={"query": query, "variables": {"id": good}})
+    assert found.json()["data"] == {"grid": {"code": "G1"}}
+    # int() reads each of these as the same row; none is an id the server ever wrote.
+    for inside in [" 1", "+1", "1_0", "01", "١", "1 ", "9" * 5000, "-1", "0", str(2**63)]:
+        await bad_input(client, caplog, query, {"id": gid(f"Grid:{inside}")}, field="id")
+    await bad_input(client, caplog, query, {"id": good + "!!"}, field="id")
+    await bad_input(client, caplog, query, {"id": gid("Gr id:1")}, field="id")
+
+
+async def test_numbers_at_the_edges_are_bad_input(
+    client: httpx.AsyncClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = "query($n: Int) { events(first: $n) { totalCount } }"
+    for n in [2**31, -(2**31) - 1, 2**63, -1]:
+        await bad_input(client, caplog, events, {"n": n})
+    await bad_input(client, caplog, "query($n: Int) { events(last: $n) { totalCount } }", {"n": -5})
+    # GraphQL reads the literal 1e400 as infinity: no place on Earth.
+    for lng, lat in [("1e400", "39.9"), ("116.4", "-1e400"), ("-1e400", "1e400")]:
+        location = f"{{lng: {lng}, lat: {lat}}}"
+        report = (
+            'mutation { reportEvent(input: {category: SANITATION, title: "t", gridCode: "G1", '
+            f'reporterSystem: "12345", location: {location}}}) {{ id }} }}'
+        )
+        await bad_input(client, caplog, report, field="location")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"query": "{ grids { totalCount } }", "variables": {"x": "\xff"}}',  # not UTF-8
+        b'{"query": "{ grids { totalCount } }", "variables": {"x": "\xed\xa0\x80"}}',  # CESU
+        b'{"query": "{ grids { totalCount } }", "variables": {"x": NaN}}',
+        b'{"query": "{ grids { totalCount } }", "variables": {"x": -Infinity}}',
+        b'{"query": "{ grids { totalCount } }", "variables": {"x": 1e400}}',
+        # Python refuses to read an integer of more than 4,300 digits (ValueError, not JSON's).
+        b'{"query": "{ grids { totalCount } }", "variables": {"x": ' + b"9" * 5000 + b"}}",
+    ],
+)
+async def test_request_bodies_that_are_not_strict_json_are_bad_requests(
+    client: httpx.AsyncClient, world: World, caplog: pytest.LogCaptureFixture, raw: bytes
+) -> None:
+    caplog.clear()
+    response = await client.post(
+        "/graphql", content=raw, headers={**STRICT, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert [e["extensions"]["code"] for e in response.json()["errors"]] == ["BAD_REQUEST"]
+    assert not tracebacks(caplog)
