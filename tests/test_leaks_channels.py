@@ -1,5 +1,5 @@
-"""No leaks on the channels beside /graphql: what Open311 shows the public, and what webhooks
-send their subscribers, is held to the same oracle as every GraphQL answer (tests/markers.py:
+"""No leaks on the channels beside /graphql: what Open311 shows the public, what webhooks send
+their subscribers and what connector exports write, is held to the same oracle as every GraphQL answer (tests/markers.py:
 Casbin's `enforce()` alone over planted markers). Open311 is checked under the default policy and
 under variants of it that show, mask or scope out more.
 
@@ -27,8 +27,12 @@ from starlette.routing import Route
 from hub.authz import Access, store
 from hub.authz.policy import EXPECTATIONS_FILE, MODEL_FILE, Policy, read_policy_file
 from hub.authz.profile import Level
-from hub.connectors import webhooks
+from hub.config import Settings
+from hub.connectors import export, webhooks
+from hub.connectors.definition import load_file
+from hub.connectors.engine import run_connector
 from hub.db import Database
+from tests.connector_helpers import live_policy
 from tests.live import in_process_server
 from tests.markers import VIEWPOINTS, MarkerWorld, Oracle, Viewpoint, leaked
 from tests.markers import seed_markers as seed
@@ -278,3 +282,58 @@ async def test_webhook_bodies_show_no_subscriber_what_the_oracle_hides(
             seen_in_full |= {value for value in oracle.visible(view) if value in text}
     # The search can find markers: some subscriber is sent the titles the oracle shows it.
     assert any(value.startswith("MARKER-TITLE-") for value in seen_in_full), seen_in_full
+
+
+# --- connector exports -------------------------------------------------------------------------
+
+# Exports act as connector subjects only; each is checked for the columns it may read.
+EXPORTERS = [
+    "connector:household",
+    "connector:health",
+    "connector:hotline",
+    "connector:public_security",
+]
+
+
+def export_definition(directory: Path, role: str, columns: Sequence[str]) -> Path:
+    """A resident export as `role`, of `columns` (GridHub field names, each its own header)."""
+    name = "leaks_" + role.replace(":", "_")
+    spec = directory / f"{name}.toml"
+    mapping = "\n".join(f'{column} = "{column}"' for column in columns)
+    spec.write_text(
+        f'name = "{name}"\nkind = "file"\ndirection = "push"\nentity = "resident"\n'
+        f'subject = "{role}"\npage_size = 5\n\n[source]\npath = "{directory / name}.csv"\n\n'
+        f"[mapping]\n{mapping}\n",
+        encoding="utf-8",
+    )
+    return spec
+
+
+async def test_exports_write_no_connector_what_the_oracle_hides(
+    db: Database, world: World, settings: Settings, policy_dir: Path, tmp_path: Path
+) -> None:
+    async with db.transaction() as session:
+        marked = await seed(session, world)
+    oracle = Oracle(Policy.from_directory(policy_dir), marked)
+    registry = await live_policy(settings, db)
+    seen_in_full: set[str] = set()
+    for role in EXPORTERS:
+        view = VIEWPOINTS.get(role, Viewpoint(role))
+        # Every column the role reads at all: an export refuses a hidden one before reading.
+        columns = [
+            column
+            for column, obj in export.READ_OBJECTS.items()
+            if oracle.level(role, obj) is not Level.HIDDEN
+            and (column != "gridCode" or oracle.level(role, "Grid.code") is not Level.HIDDEN)
+        ]
+        if not columns:
+            continue
+        spec = export_definition(tmp_path, role, columns)
+        run = await run_connector(db, load_file(spec), registry)
+        assert run.status == "ok", (role, run.error)
+        text = (tmp_path / f"{spec.stem}.csv").read_text(encoding="utf-8-sig")
+        found = leaked(text, oracle.forbidden(view))
+        assert not found, f"an export as {role} writes {found}:\n{text[:1000]}"
+        seen_in_full |= {value for value in oracle.visible(view) if value in text}
+    # The search can find markers: exports carry the ones the oracle shows in full.
+    assert seen_in_full
