@@ -159,12 +159,20 @@ def test_matrix_csv(catalogue: Catalogue) -> None:
     assert cells["rows", "Event"]["health"] == "own_department"
     assert cells["call", "Mutation.openEmergencyGrant"]["public_security"] == "allow"
     assert cells["set", "ResidentInput.tags"]["civil_affairs"] == "allow"
-    # One row per field, scoped type, operation and input field: nothing left out.
+    # The write side: write scopes, attributions, grant levels.
+    assert cells["write", "Notice"]["community_admin"] == "own_grids"
+    assert cells["write", "Notice"]["grid_worker"] == "none"
+    assert cells["on_behalf", "CreateNoticeInput.departmentCode"]["community_admin"] == "deny"
+    assert cells["grant", "EmergencyGrant"]["dispatcher"] == "community grid"
+    # One row per field, scoped type (read and write), operation, input field and attribution,
+    # and the grant levels: nothing left out.
     assert len(cells) == (
         len(list(catalogue.field_objects()))
-        + len(catalogue.scoped)
+        + 2 * len(catalogue.scoped)
         + len(catalogue.operations)
         + len(list(catalogue.input_objects()))
+        + len(catalogue.attributions)
+        + 1
     )
 
 
@@ -467,9 +475,8 @@ def test_check_with_another_expectations_file(tmp_path: Path) -> None:
     result = run("check", str(own))
     assert result.exit_code == 1
     assert f"FAILED {own}:3: Resident.helthNotes is not in the schema" in result.output
-    assert f"FAILED {own}:4: Resident takes rows:all, rows:own_grids, not rows:published" in (
-        result.output
-    )
+    takes = "rows:all, rows:own_grids, write:all, write:own_grids"
+    assert f"FAILED {own}:4: Resident takes {takes}, not rows:published" in result.output
     assert "note: roles not in the policy: gone_role" in result.output
     assert "2 of 4 expectations fail" in result.output
 

@@ -670,7 +670,7 @@ async def test_the_log_shows_each_records_detail(
     assert "Notice:" in done["text"] and "Notice.publishedAt" in done["text"]
     # The role in the page's language, in full-width brackets.
     actors = {cell["text"] for cell in log_cells(page.text) if "actor" in cell}
-    assert actors == {"office-1 （社区管理员）"}
+    assert actors == {"office-1 （社区管理员，community_service）"}
     keys = re.findall(r'<dd data-key="([a-z_]+)">([^<]*)<', page.text)
     assert ("codes", "INVALID_TRANSITION") in keys
     # Every record names the policy version it was decided under, linked to its matrix.

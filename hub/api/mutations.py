@@ -292,13 +292,13 @@ class Mutation:
             await require_writable(
                 session, access, models.Feedback, models.Feedback.tracking_code == code, "feedback"
             )
-            # The answering department is the caller's own: a department answers for itself.
+            # The answering department is the caller's own unless the policy grants on_behalf.
             item = await feedback.respond(
                 session,
                 tracking_code=tracking_code,
                 response=response,
                 department_code=attributed_department(
-                    access, department_code, attribution="respondToFeedback.departmentCode"
+                    access, department_code, attribution="Feedback.responder"
                 ),
             )
         return item  # type: ignore[return-value]

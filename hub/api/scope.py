@@ -22,14 +22,17 @@ from hub.grids.models import Grid
 # The strawberry field metadata key a mutation declares the type it writes under.
 WRITES_KEY = "gridhub.writes"
 
-# Input fields that attribute a row to someone: the department a notice is issued by, who
-# reported an event. hub.authz.profile checks `on_behalf` lines against this set.
+# Inputs that attribute a row to someone: the department a notice is issued by, who reported an
+# event, the department that answers feedback. Named by the input field, or, for a mutation
+# argument, by the output field it sets (`Feedback.responder`). hub.authz.profile checks
+# `on_behalf` lines against this set.
 ATTRIBUTIONS = frozenset(
     {
         "CreateNoticeInput.departmentCode",
         "ReportEventInput.reporterMemberId",
         "ReportEventInput.reporterResidentId",
         "ReportEventInput.reporterSystem",
+        "Feedback.responder",
     }
 )
 
@@ -98,11 +101,12 @@ async def require_grid_in_scope(
         raise BadUserInput(f"{field} is outside your scope", field=field)
 
 
-def attributed_department(access: Access, given: str | None, *, attribution: str) -> str:
+def attributed_department(
+    access: Access, given: str | None, *, attribution: str, field: str = "departmentCode"
+) -> str:
     """The department a row is attributed to: the caller's own, or (with `on_behalf`) the one
-    given."""
+    given in the input `field`."""
     own = access.viewer.department_code
-    field = attribution.partition(".")[2]
     if given is None or given == own:
         if own is None:
             raise BadUserInput(

@@ -214,9 +214,7 @@ def compile_profile(
         masks=masks,
         write_scopes=write_scopes,
         on_behalf=frozenset(
-            a
-            for a in catalogue.attributions
-            if a in inputs and decide(policy, subject, a, ON_BEHALF)
+            a for a in catalogue.attributions if decide(policy, subject, a, ON_BEHALF)
         ),
         grant_levels=frozenset(
             rule.action[len(GRANT_PREFIX) :]

@@ -50,8 +50,24 @@ _HEALTH_NOTES = {
 }
 _OLD_AGE_NOTES = ("听力下降，上门请提前电话联系家属", "行动不便，需助老服务", "独自外出易迷路")
 
+# The residents table's columns in order; the last three (a pending registration's holder,
+# claimant and time) are always empty for the demo's registered residents.
 Resident = tuple[
-    int, str, str, date, str, str | None, str, str, int, str | None, datetime, datetime
+    int,
+    str,
+    str,
+    date,
+    str,
+    str | None,
+    str,
+    str,
+    int,
+    str | None,
+    datetime,
+    datetime,
+    None,
+    None,
+    None,
 ]
 
 
@@ -316,6 +332,9 @@ class ResidentGenerator:
                 notes,
                 home.registered,
                 home.updated,
+                None,  # duplicate_of_id: every demo resident is registered
+                None,  # duplicate_claimed_by
+                None,  # duplicate_claimed_at
             )
         )
         batch.tags.extend((resident_id, tag) for tag in tags)
