@@ -7,9 +7,9 @@ pages, and adapters such as Open311's). The counts are shared by every worker an
 
 A mutation field counts once per response key, so aliases count each (`a: submitFeedback(...)
 b: submitFeedback(...)` is two). An operation takes all its calls of a mutation or none, and
-is refused before it runs with RATE_LIMITED and `retryAfter` (seconds) in the error's extensions; over
-HTTP the response also carries Retry-After. Invalid input still counts, as it still costs a
-refused mutation. When the store cannot be asked, the operation is refused too
+is refused before it runs with RATE_LIMITED and `retryAfter` (seconds) in the error's
+extensions; over HTTP the response also carries Retry-After. Invalid input still counts, as
+it still costs a refused mutation. When the store cannot be asked, the operation is refused too
 (INTERNAL_SERVER_ERROR, logged): the limit never lapses silently. A refused operation writes
 no audit record: the limit sits before the audit trail, so a flood costs one counter statement
 a request rather than a chain append.
