@@ -215,6 +215,20 @@ async def test_out_of_scope_equals_missing_on_open311(
                 ), template
 
 
+async def test_bad_parameters_are_400_where_the_public_sees_no_event(
+    app: Any, db: Database, marked: MarkerWorld, policy_dir: Path
+) -> None:
+    """With no event of the public's to list, a bad parameter is still the client's error."""
+    MARKED[:] = [marked]
+    await install(app, db, policy_dir, remove="p, public, Event")
+    async with public(app) as http:
+        for params in ({"page": "0"}, {"status": "pending"}, {"start_date": "yesterday"}):
+            response = await http.get(f"{BASE}/requests.json", params=params)
+            assert response.status_code == 400, (params, response.text)
+            assert response.json()[0]["code"] == 400
+        assert (await http.get(f"{BASE}/requests.json")).json() == []
+
+
 # --- webhooks ----------------------------------------------------------------------------------
 
 # Who a webhook may act as: every viewpoint of the leak suite, and the departments' connectors.

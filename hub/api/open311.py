@@ -485,9 +485,10 @@ class Open311:
         """The page asked for, reached by walking GraphQL's cursors: the pages before it read
         only their cursors (and updated times, when updated_after cuts the listing)."""
         prepared = self._prepared("Open311Requests", ANONYMOUS)
+        # Parameters first: a bad one is a 400 even where the public may list nothing.
+        listing = listing_of(request, prepared)
         if prepared.empty:
             return []
-        listing = listing_of(request, prepared)
         largest = request.app.state.settings.limits.max_page_size
         end = listing.offset + listing.size
         nodes: list[dict[str, Any]] = []
