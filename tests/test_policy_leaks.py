@@ -10,6 +10,8 @@ at all (tests.markers.Oracle); every response is then searched for the markers i
 - Targeted tests cover each channel the issue names: node(id:) and lookups, counts and
   aggregates, cursors, nested paths, batches, introspection, mutations, input fields, filters on
   masked fields, purposes, mask shapes, and subscriptions (scope, policy change, token expiry).
+- The same oracle over the channels beside /graphql (Open311, webhook bodies, connector
+  exports) is in tests/test_leaks_channels.py.
 - Tests named `test_LEAK_...` document leaks found in the product: they are strict xfails, so
   each one fails the suite the moment its leak is fixed (remove the mark then). Leaks fixed
   while this file was written stay as plain regression tests ("fixed leaks" below).
