@@ -765,6 +765,20 @@ async def test_times_outside_the_utc_range_are_bad_input(
         assert "errors" not in response.json(), (moment, response.json())
 
 
+async def test_a_time_outside_the_utc_range_written_inline_makes_the_document_invalid(
+    client: httpx.AsyncClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Inline literals of the wrong type fail validation (test_wrong_graphql_types), the same
+    # check as through a variable.
+    caplog.clear()
+    query = '{ events(filter: {reportedAfter: "0001-01-01T00:00:00+14:00"}) { totalCount } }'
+    response = await client.post("/graphql", json={"query": query}, headers=STRICT)
+    assert response.status_code == 400, response.text
+    codes = {e["extensions"]["code"] for e in response.json()["errors"]}
+    assert codes == {"GRAPHQL_VALIDATION_FAILED"}, response.json()
+    assert not tracebacks(caplog)
+
+
 async def test_a_deadline_outside_the_utc_range_is_bad_input(
     client: httpx.AsyncClient, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
