@@ -84,7 +84,7 @@ class Page:
 def site_routes(app: Any) -> Iterator[str]:
     """The path of every GET route of the site (mounted at "/" in hub.app)."""
     (site,) = [r for r in app.routes if isinstance(r, Mount) and r.path == ""]
-    for route in site.app.routes:
+    for route in site.routes:
         if isinstance(route, Route) and "GET" in (route.methods or ()):
             yield route.path
 

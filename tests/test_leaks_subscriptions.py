@@ -132,7 +132,8 @@ def feed_of(schema: GraphQLSchema) -> tuple[str, str]:
     subscription = schema.subscription_type
     assert subscription is not None
     change = get_named_type(subscription.fields["eventChanged"].type)
-    event = get_named_type(change.fields["event"].type)  # type: ignore[union-attr]
+    assert isinstance(change, GraphQLObjectType)
+    event = get_named_type(change.fields["event"].type)
     event_selection = selection_of(schema, event, 2, ("EventChange", "Event"))
     change_selection = selection_of(schema, change, 1, ("EventChange",))
     return f"subscription S {{ eventChanged {{ {change_selection} }} }}", event_selection
