@@ -108,7 +108,12 @@ GRID_ATTRIBUTE = {
 REPORTER_SYSTEM = "ReportEventInput.reporterSystem"
 # What each GraphQL error code is in the spec's few statuses (anything else a client caused,
 # a limit included, is 400).
-_STATUS_OF_CODE = {"NOT_FOUND": 404, "FORBIDDEN": 403, "UNAUTHENTICATED": 403}
+_STATUS_OF_CODE = {
+    "NOT_FOUND": 404,
+    "FORBIDDEN": 403,
+    "UNAUTHENTICATED": 403,
+    "RATE_LIMITED": 429,
+}
 # GraphQL's names for what Open311 calls otherwise, in the messages a POST may get back.
 _OPEN311_NAMES = {"gridCode": "grid_code"}
 # Fields the adapter reads as what they are (an enum, a time, a number), not shows as text: a
@@ -412,12 +417,13 @@ class Open311:
         )
 
     async def _run(
-        self, prepared: Prepared, variables: Mapping[str, Any], viewer: Viewer
+        self, prepared: Prepared, variables: Mapping[str, Any], viewer: Viewer, request: Request
     ) -> dict[str, Any]:
-        """The operation's data, run as `viewer`; its errors as the spec's."""
+        """The operation's data, run as `viewer` for `request`'s client (whose address the limit
+        on anonymous writes counts); its errors as the spec's."""
         given = {name: value for name, value in variables.items() if name in prepared.variables}
         result = await self.gateway.execute(
-            prepared.document, given, viewer=viewer, operation_name=prepared.name
+            prepared.document, given, viewer=viewer, operation_name=prepared.name, request=request
         )
         if result.errors:
             raise _failure(list(result.errors))
@@ -475,7 +481,7 @@ class Open311:
         codes = _codes(request)
         if codes is not None:
             # The spec: with service_request_id, every other filter is ignored.
-            found = [await self._lookup(code) for code in codes]
+            found = [await self._lookup(code, request) for code in codes]
             listing = [item for item in found if item is not None]
         else:
             listing = await self._listing(request)
@@ -497,7 +503,7 @@ class Open311:
             first = min(largest, end - seen)
             variables = {**listing.variables, "first": first, "after": after}
             variables["full"] = seen + first > listing.offset
-            events = (await self._run(prepared, variables, ANONYMOUS))["events"]
+            events = (await self._run(prepared, variables, ANONYMOUS, request))["events"]
             page = events["nodes"]
             if listing.updated_after is not None:
                 page = [node for node in page if _at_or_after(node, listing.updated_after)]
@@ -509,18 +515,20 @@ class Open311:
         kept = nodes[listing.offset : end]
         return [service_request(node, prepared.shown) for node in kept]
 
-    async def _lookup(self, code: str) -> dict[str, Any] | None:
+    async def _lookup(self, code: str, request: Request) -> dict[str, Any] | None:
         """One event by code as the public sees it; None when missing or out of scope (the
         same answer), or when the public may not look events up by code."""
         prepared = self._prepared("Open311Request", ANONYMOUS)
         if "code" not in prepared.variables:
             return None
-        event = await self._event(prepared, code)
+        event = await self._event(prepared, code, request)
         return None if event is None else service_request(event, prepared.shown)
 
-    async def _event(self, prepared: Prepared, code: str) -> dict[str, Any] | None:
+    async def _event(
+        self, prepared: Prepared, code: str, request: Request
+    ) -> dict[str, Any] | None:
         try:
-            data = await self._run(prepared, {"code": code}, ANONYMOUS)
+            data = await self._run(prepared, {"code": code}, ANONYMOUS, request)
         except Open311Error as exc:
             # NOT_FOUND: missing and out of scope are one answer in GraphQL too.
             if exc.status == 404:
@@ -530,7 +538,7 @@ class Open311:
         return None if event is None else dict(event)
 
     async def one_request(self, request: Request, fmt: str) -> Response:
-        found = await self._lookup(request.path_params["id"])
+        found = await self._lookup(request.path_params["id"], request)
         if found is None:
             raise Open311Error(404, "service request not found")
         return respond(fmt, [found], root="service_requests", item="request")
@@ -540,7 +548,7 @@ class Open311:
         prepared = self._prepared("Open311Token", ANONYMOUS)
         if "code" not in prepared.variables or "Event.code" not in prepared.shown:
             raise Open311Error(404, "service request not found")
-        event = await self._event(prepared, request.path_params["id"])
+        event = await self._event(prepared, request.path_params["id"], request)
         if event is None:
             raise Open311Error(404, "service request not found")
         code = event["code"]
@@ -574,7 +582,7 @@ class Open311:
             # without that right reports as itself (the mutation would refuse the name).
             names_system=REPORTER_SYSTEM in profile.on_behalf,
         )
-        data = await self._run(prepared, variables, viewer)
+        data = await self._run(prepared, variables, viewer, request)
         created = data["reportEvent"]
         reply = {
             "service_request_id": created.get("code"),
