@@ -8,17 +8,21 @@ of Event and of every type reachable from it, to a bounded depth, every member o
 The superuser then adds a note to every marker event. The deliveries must be exactly the events
 in the role's scope, show no marker the oracle hides from the role nor a masked one in full, show
 every marker of those events the oracle lets it read in full, and equal, event by event, the
-same selection asked for by a query as the same role.
+same selection asked for by a query as the same role. The dispatch board's own live feed (its
+persisted BoardLive over the session cookie, as board.js subscribes) is held to the same, for
+each role that may open the board.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from graphql import (
+    FieldNode,
     GraphQLEnumType,
     GraphQLInterfaceType,
     GraphQLNonNull,
@@ -26,15 +30,21 @@ from graphql import (
     GraphQLScalarType,
     GraphQLSchema,
     GraphQLUnionType,
+    OperationDefinitionNode,
     get_named_type,
+    parse,
+    print_ast,
 )
 from graphql.pyutils import Undefined
 
 from hub.authz.policy import Policy
 from hub.authz.profile import Level
+from hub.authz.sessions import SESSION_COOKIE
 from hub.config import DEFAULT_POLICY_DIR, Settings
 from hub.db import Database
+from hub.web.operations import Operations
 from tests.markers import EVENTS, VIEWPOINTS, MarkerWorld, Oracle, Viewpoint, leaked, seed_markers
+from tests.policy_clients import token
 from tests.test_policy_leaks import (
     Socket,
     client_as,
@@ -45,6 +55,7 @@ from tests.test_policy_leaks import (
     text_of,
     until_first,
 )
+from tests.test_ws_cookie import session_cookie
 from tests.world import World
 
 POLICY = Policy.from_directory(DEFAULT_POLICY_DIR)
@@ -53,7 +64,7 @@ POLICY = Policy.from_directory(DEFAULT_POLICY_DIR)
 MAX_DEPTH = 4
 REPORT = (
     "mutation M($title: String!, $grid: String!) { reportEvent(input: {category: SANITATION, "
-    'title: $title, gridCode: $grid, reporterSystem: "test"}) { id } }'
+    'title: $title, gridCode: $grid, reporterSystem: "test"}) { id code } }'
 )
 ACCEPT = "mutation M($id: ID!) { acceptEvent(id: $id) { status } }"
 START = "mutation M($id: ID!) { startEvent(id: $id) { status } }"
@@ -134,9 +145,30 @@ def feed_of(schema: GraphQLSchema) -> tuple[str, str]:
     change = get_named_type(subscription.fields["eventChanged"].type)
     assert isinstance(change, GraphQLObjectType)
     event = get_named_type(change.fields["event"].type)
-    event_selection = selection_of(schema, event, 2, ("EventChange", "Event"))
+    event_selection = "{ " + selection_of(schema, event, 2, ("EventChange", "Event")) + " }"
     change_selection = selection_of(schema, change, 1, ("EventChange",))
     return f"subscription S {{ eventChanged {{ {change_selection} }} }}", event_selection
+
+
+def event_selection_in(document: str) -> str:
+    """The selection of `event` inside a persisted subscription's `eventChanged`."""
+    (operation,) = parse(document).definitions
+    assert isinstance(operation, OperationDefinitionNode)
+    (changed,) = operation.selection_set.selections
+    assert isinstance(changed, FieldNode) and changed.selection_set is not None
+    (event,) = [
+        f
+        for f in changed.selection_set.selections
+        if isinstance(f, FieldNode) and f.name.value == "event"
+    ]
+    assert event.selection_set is not None
+    return print_ast(event.selection_set)
+
+
+def selects(document: str, field: str) -> bool:
+    """Whether `document` selects `Type.field` by name (a rough reading, enough for the
+    persisted feeds: a field of the event or of a type under it)."""
+    return re.search(rf"\b{field.split('.')[1]}\b", document) is not None
 
 
 def has_feed(app: Any, role: str) -> bool:
@@ -171,14 +203,27 @@ def delivered_change(message: dict[str, Any]) -> dict[str, Any]:
 
 
 async def check_the_feed_obeys_the_oracle(
-    role: str, app: Any, settings: Settings, marked: MarkerWorld, oracle: Oracle
+    role: str,
+    app: Any,
+    settings: Settings,
+    marked: MarkerWorld,
+    oracle: Oracle,
+    *,
+    board: bool = False,
 ) -> None:
+    """`board`: the dispatch board's own feed (BoardLive) over the session cookie, as board.js
+    subscribes, instead of the role's widest selection over an Authorization header."""
     view: Viewpoint = VIEWPOINTS[role]
     schema = role_graphql_schema(app, role)
-    assert "id" in schema.type_map["Event"].fields, role  # type: ignore[attr-defined]
-    document, event_selection = feed_of(schema)
+    if board:
+        document = Operations.load()["BoardLive"].document
+        event_selection = event_selection_in(document)
+    else:
+        document, event_selection = feed_of(schema)
     events = {k: row for k, row in marked.rows.items() if row.type == "Event"}
+    # What names an event in a delivery: its id, or its code when the selection has no id.
     key_of = {row.global_id: k for k, row in events.items()}
+    key_of |= {str(row.code): k for k, row in events.items()}
     in_scope = sorted(k for k, row in events.items() if oracle.in_scope(view, row))
     assert in_scope, f"{role} sees no marker event: nothing would be checked"
     async with live(app, settings) as (address, changes):
@@ -191,24 +236,34 @@ async def check_the_feed_obeys_the_oracle(
 
         async def beacon() -> str:
             """A new event (no marker in it) that the role sees by its last change: reported in
-            G1 and dispatched to the role's department."""
+            G1 and dispatched to the role's department. Its id and code name it."""
             found = await run(REPORT, title="beacon", grid="G1")
             beacon_id = str(found["data"]["reportEvent"]["id"])
             await run(ACCEPT, id=beacon_id)
             await run(DISPATCH, id=beacon_id, department=view.department or "health")
-            return beacon_id
+            return beacon_id + " " + str(found["data"]["reportEvent"]["code"])
 
-        async with Socket.open(address, headers_of(settings, view)) as socket:
+        if board:
+            credential = token(
+                settings,
+                role,
+                subject=view.subject,
+                grids=view.grids,
+                department=view.department,
+            )
+            cookie = await session_cookie(address, credential)
+            headers = {"Cookie": f"{SESSION_COOKIE}={cookie}", "Origin": f"http://{address}"}
+        else:
+            headers = headers_of(settings, view)
+        async with Socket.open(address, headers) as socket:
             feed = await socket.start(document)
             first = await until_first(socket, feed, beacon)
             delivered_change(first)
             # Each marker event's version now: the feed started after every one of them.
             before = {k: await version_of(superuser, row.global_id) for k, row in events.items()}
             # One change to every marker event, in scope or not; none changes its scope.
-            statuses = {}
-            for key, row in sorted(events.items()):
-                move = START if row.department else ACCEPT
-                statuses[key] = await run(move, id=row.global_id)
+            for _key, row in sorted(events.items()):
+                await run(START if row.department else ACCEPT, id=row.global_id)
             # Changes arrive in order: once the last beacon's dispatch is delivered, all are.
             last = await beacon()
             messages = [first]
@@ -218,8 +273,8 @@ async def check_the_feed_obeys_the_oracle(
                 message = await socket.message(feed)
                 messages.append(message)
                 change = delivered_change(message)
-                event_id = change["event"]["id"]
-                if event_id == last and change["action"] == "dispatch":
+                event_id = change["event"].get("id") or change["event"]["code"]
+                if event_id in last.split() and change["action"] == "dispatch":
                     break
                 if event_id in key_of:
                     key = key_of[event_id]
@@ -234,19 +289,22 @@ async def check_the_feed_obeys_the_oracle(
     # full or in its masked form: the selection is complete and masks as documented.
     reporters = {f"event{key}": reporter for key, _, _, reporter, _ in EVENTS}
     for key in in_scope:
-        reaches = reporters[key] in marked.rows and oracle.level(role, "Event.reporter") in (
-            Level.FULL,
-            Level.MASKED,
+        reaches = (
+            "reporter" in document
+            and reporters[key] in marked.rows
+            and oracle.level(role, "Event.reporter") in (Level.FULL, Level.MASKED)
         )
         shown_rows = [key, reporters[key]] if reaches else [key]
         for marker in [m for k in shown_rows for m in marked.of(k)]:
+            if not all(selects(document, name) for name in (*marker.via, marker.field)):
+                continue  # the board's feed reads only what a row shows
             level = oracle.shown(view, marker)
             if level is Level.FULL:
                 assert marker.value in text, (role, marker)
             elif level is Level.MASKED and marker.masked is not None:
                 assert marker.masked in text, (role, marker)
     # And each event is what a query of the same selection answers now, as the same role.
-    query = f"query Q($id: ID!) {{ node(id: $id) {{ ... on Event {{ {event_selection} }} }} }}"
+    query = f"query Q($id: ID!) {{ node(id: $id) {{ ... on Event {event_selection} }} }}"
     async with client_as(app, settings, role) as http:
         for key in in_scope:
             body = await post(http, query, {"id": events[key].global_id})
@@ -266,3 +324,13 @@ async def test_the_event_feed_shows_what_a_query_would(
     role: str, app: Any, settings: Settings, marked: MarkerWorld, oracle: Oracle
 ) -> None:
     await asyncio.wait_for(check_the_feed_obeys_the_oracle(role, app, settings, marked, oracle), 60)
+
+
+@pytest.mark.parametrize("role", ["dispatcher", "community_admin"])
+async def test_the_boards_live_feed_shows_what_a_query_would(
+    role: str, app: Any, settings: Settings, marked: MarkerWorld, oracle: Oracle
+) -> None:
+    """The dispatch board's rows as board.js keeps them live: its persisted BoardLive over the
+    session cookie, as each role that may open the board."""
+    check = check_the_feed_obeys_the_oracle(role, app, settings, marked, oracle, board=True)
+    await asyncio.wait_for(check, 60)
