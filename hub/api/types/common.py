@@ -192,7 +192,9 @@ async def fetch(context: Context, found: Lookup) -> Any:
         row = await session.scalar(found.statement)
     if row is None:
         raise found.not_found()
-    found.note_found(context.reads, row.id)
+    if found.found_by:
+        # Only rows found by a sensitive value have an id to note (a policy version has none).
+        found.note_found(context.reads, row.id)
     return row
 
 
