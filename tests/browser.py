@@ -252,6 +252,9 @@ async def create_notice(
     return notice_id
 
 
+FIRST_MEMBER = "{ members(first: 1) { edges { node { id } } } }"
+
+
 async def report_event(
     hub: Hub,
     *,
@@ -262,13 +265,14 @@ async def report_event(
     role: str = SUPERUSER,
     **claims: Any,
 ) -> dict[str, Any]:
-    """Report through the API as `role`; returns {id, code, status}."""
-    event: dict[str, Any] = {
-        "category": category,
-        "title": title,
-        "gridCode": grid,
-        "reporterSystem": "browser-test",
-    }
+    """Report through the API as `role`; returns {id, code, status}. The superuser names a
+    system as the reporter; another role (which may not, without on_behalf) names a member."""
+    event: dict[str, Any] = {"category": category, "title": title, "gridCode": grid}
+    if role == SUPERUSER:
+        event["reporterSystem"] = "browser-test"
+    else:
+        members = await hub.graphql(FIRST_MEMBER, role=role, **claims)
+        event["reporterMemberId"] = members["members"]["edges"][0]["node"]["id"]
     if deadline is not None:
         event["deadline"] = deadline.isoformat()
     data = await hub.graphql(REPORT_EVENT, {"input": event}, role=role, **claims)

@@ -311,7 +311,7 @@ async def test_default_query_runs(app: Any, world: World) -> None:
         body = (await visitor.post("/graphql", json={"query": _default_query()})).json()
     assert "errors" not in body, body
     assert body["data"]["me"]["role"] == "public"
-    assert body["data"]["events"]["totalCount"] == 0
+    assert body["data"]["notices"]["totalCount"] == 0
 
 
 @sqlite_only

@@ -38,7 +38,7 @@ from hub.events.models import EventChangeRecord
 from hub.events.states import Action
 from hub.sync.models import SyncState, WebhookDelivery
 from tests.live import in_process_server
-from tests.policy_clients import SUPERUSER, access_as
+from tests.policy_clients import SUPERUSER, access_as, write_policy_dir
 from tests.world import World
 
 SECRET = b"webhook-secret-for-tests-0123456789"
@@ -347,25 +347,37 @@ class TestDelivery:
         self,
         db: Database,
         world: World,
-        policy_dir: Path,
         receiver: tuple[Receiver, str],
         http: httpx.AsyncClient,
+        tmp_path: Path,
     ) -> None:
         state, url = receiver
         event_id = await report(db, "秘密标题", deadline=utcnow() + timedelta(days=1))
         await dispatch(db, event_id, "public_security")
-        public = access_as("public", policy_dir)
+        # A subscriber that sees every event but reads only some of its fields (the public
+        # role no longer sees events in any list, so it cannot stand in for one).
+        watcher_policy = write_policy_dir(tmp_path)
+        with (watcher_policy / "policy.csv").open("a", encoding="utf-8") as lines:
+            lines.write(
+                "p, watcher, Event, rows:all, allow\n"
+                "p, watcher, Event.code, read, allow\n"
+                "p, watcher, Event.status, read, allow\n"
+                "p, watcher, Event.grid, read, allow\n"
+                "p, watcher, Grid.code, read, allow\n"
+                "p, watcher, Grid, rows:all, allow\n"
+            )
+        watcher = access_as("watcher", watcher_policy)
         # The premise, read off the policy rather than copied from it.
         for hidden in ("Event.title", "Event.department", "Event.description"):
-            assert public.level(hidden) is Level.HIDDEN
+            assert watcher.level(hidden) is Level.HIDDEN
         readable = {
             name
             for name, policy_field in webhooks.BODY_FIELDS.values()
-            if public.level(policy_field) is Level.FULL
+            if watcher.level(policy_field) is Level.FULL
         }
-        assert {"code", "status", "gridCode"} <= readable
+        assert readable == {"code", "status", "gridCode"}
         result = await webhooks.run_once(
-            db, subscription=subscription(url), access=public, client=http
+            db, subscription=subscription(url), access=watcher, client=http
         )
         assert result.delivered == 3
         for *_, body, _ in state.requests:

@@ -13,20 +13,17 @@
 #   {"Authorization": "Bearer <token>", "X-GridHub-Purpose": "why you read personal data"}
 # Subscriptions (eventChanged) run over WebSocket on the same URL.
 
-query RecentEvents {
+query FirstLook {
   me {
     role
   }
-  events(first: 5) {
+  notices(first: 5) {
     totalCount
     edges {
       node {
-        code
-        category
-        status
-        severity
-        grid {
-          code
+        title
+        publishedAt
+        department {
           name
         }
       }
