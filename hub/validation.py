@@ -95,6 +95,18 @@ def phone(value: str | None, *, field: str = "phone") -> str | None:
     return value
 
 
+# How much of a value an error message quotes back: enough to recognise a typo, never a
+# caller's 100 KB string echoed into the answer and the log.
+ECHO_LENGTH = 40
+
+
+def echoed(value: str) -> str:
+    """`value` as an error message quotes it: repr, cut to ECHO_LENGTH characters."""
+    if len(value) <= ECHO_LENGTH:
+        return repr(value)
+    return repr(value[:ECHO_LENGTH]) + f"… ({len(value)} characters)"
+
+
 def one_of(value: str, allowed: frozenset[str], *, field: str) -> str:
     if value not in allowed:
         raise BadUserInput(f"{field} must be one of {', '.join(sorted(allowed))}", field=field)

@@ -878,3 +878,16 @@ async def test_request_bodies_that_are_not_strict_json_are_bad_requests(
     assert response.status_code == 400, response.text
     assert [e["extensions"]["code"] for e in response.json()["errors"]] == ["BAD_REQUEST"]
     assert not tracebacks(caplog)
+
+
+async def test_an_unknown_code_is_quoted_back_cut_short(gql: GraphQLClient, world: World) -> None:
+    """A 100,000-character code is refused, and the message names it by its first characters
+    and its length, not by echoing it into the answer and the log."""
+    code = "G" * 100_000
+    for query, field in (
+        ("query($c: String!) { events(filter: {inGrid: $c}) { totalCount } }", "inGrid"),
+        ("query($c: String!) { events(filter: {departmentCode: $c}) { totalCount } }", None),
+    ):
+        body = await refused(gql, query, {"c": code}, "BAD_USER_INPUT", field)
+        message = body["errors"][0]["message"]
+        assert len(message) < 200 and "100000 characters" in message, message

@@ -55,7 +55,7 @@ async def open_grant(
         )
     level = await session.scalar(select(Grid.level).where(Grid.code == grid_code))
     if level is None:
-        raise BadUserInput(f"unknown grid code {grid_code!r}", field="gridCode")
+        raise BadUserInput(f"unknown grid code {validation.echoed(grid_code)}", field="gridCode")
     if level not in levels:
         raise BadUserInput(
             f"your role may open grants on a {' or '.join(sorted(levels)) or 'no grid'}, "

@@ -5,6 +5,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import validation
 from hub.departments.models import Department
 from hub.errors import BadUserInput
 
@@ -18,5 +19,5 @@ async def resolve_code(
 ) -> Department:
     department = await session.scalar(select(Department).where(Department.code == code))
     if department is None:
-        raise BadUserInput(f"unknown department code {code!r}", field=field)
+        raise BadUserInput(f"unknown department code {validation.echoed(code)}", field=field)
     return department

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub import validation
 from hub.errors import BadUserInput
 from hub.grids.models import PATH_END, Grid
 
@@ -25,7 +26,7 @@ async def resolve_code(session: AsyncSession, *, code: str, field: str = "inGrid
     """The grid with this code; an unknown code in a filter or input is the client's mistake."""
     grid = await session.scalar(select(Grid).where(Grid.code == code))
     if grid is None:
-        raise BadUserInput(f"unknown grid code {code!r}", field=field)
+        raise BadUserInput(f"unknown grid code {validation.echoed(code)}", field=field)
     return grid
 
 
