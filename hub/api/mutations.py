@@ -121,11 +121,16 @@ async def _require_reporter_in_scope(
     # Naming who reported is an attribution (on_behalf); a reporter outside the viewer's scope
     # is then refused exactly like one that does not exist.
     require_on_behalf(access, "ReportEventInput.reporterSystem", report.reporter_system)
-    for kind, model, pk in (
-        ("member", models.Member, report.reporter_member_id),
-        ("resident", models.Resident, report.reporter_resident_id),
+    for kind, model, pk, attribution in (
+        ("member", models.Member, report.reporter_member_id, "ReportEventInput.reporterMemberId"),
+        (
+            "resident",
+            models.Resident,
+            report.reporter_resident_id,
+            "ReportEventInput.reporterResidentId",
+        ),
     ):
-        require_on_behalf(access, f"ReportEventInput.reporter{kind.title()}Id", pk)
+        require_on_behalf(access, attribution, pk)
         if pk is not None and not await visible(session, access, model, model.id == pk):
             raise BadUserInput(f"unknown reporting {kind}", field="reporter")
 

@@ -76,10 +76,8 @@ async def require_created_in_scope(
 ) -> None:
     """After an insert or a change (in the same transaction): the row must lie in the viewer's
     read and write scopes, or the transaction is rolled back."""
-    condition = model.id == pk
-    if not await visible(session, access, model, condition) or not await writable(
-        session, access, model, condition
-    ):
+    both = access.writable(access.rows(select(model.id).where(model.id == pk), model), model)
+    if await session.scalar(both.limit(1)) is None:
         raise BadUserInput(f"{field} is outside your scope", field=field)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import casbin
@@ -104,38 +104,32 @@ def matrix(policy: Policy, catalogue: Catalogue) -> Matrix:
     something the catalogue does not have (as loading the policy would)."""
     profiles = compile_profiles(policy, catalogue)
     roles = tuple(profiles)
+
+    def scope_rows(of: Callable[[Profile], Mapping[str, frozenset[str]]]) -> tuple[ScopeRow, ...]:
+        return tuple(
+            ScopeRow(t, {role: of(profiles[role]).get(t, frozenset()) for role in roles})
+            for t in catalogue.scoped
+        )
+
+    def permission_rows(
+        names: Iterable[str], of: Callable[[Profile], frozenset[str]]
+    ) -> tuple[PermissionRow, ...]:
+        return tuple(
+            PermissionRow(name, frozenset(r for r in roles if name in of(profiles[r])))
+            for name in names
+        )
+
     return Matrix(
         roles=roles,
         fields=tuple(
             FieldRow(name, {role: profiles[role].level(name) for role in roles})
             for name in catalogue.field_objects()
         ),
-        scopes=tuple(
-            ScopeRow(
-                type_name,
-                {role: profiles[role].scopes.get(type_name, frozenset()) for role in roles},
-            )
-            for type_name in catalogue.scoped
-        ),
-        operations=tuple(
-            PermissionRow(name, frozenset(r for r in roles if name in profiles[r].operations))
-            for name in catalogue.operations
-        ),
-        inputs=tuple(
-            PermissionRow(name, frozenset(r for r in roles if name in profiles[r].inputs))
-            for name in catalogue.input_objects()
-        ),
-        writes=tuple(
-            ScopeRow(
-                type_name,
-                {role: profiles[role].write_scopes.get(type_name, frozenset()) for role in roles},
-            )
-            for type_name in catalogue.scoped
-        ),
-        on_behalf=tuple(
-            PermissionRow(name, frozenset(r for r in roles if name in profiles[r].on_behalf))
-            for name in sorted(catalogue.attributions)
-        ),
+        scopes=scope_rows(lambda p: p.scopes),
+        operations=permission_rows(catalogue.operations, lambda p: p.operations),
+        inputs=permission_rows(catalogue.input_objects(), lambda p: p.inputs),
+        writes=scope_rows(lambda p: p.write_scopes),
+        on_behalf=permission_rows(sorted(catalogue.attributions), lambda p: p.on_behalf),
         grant_levels={role: profiles[role].grant_levels for role in roles},
     )
 
